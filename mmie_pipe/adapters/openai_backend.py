@@ -1,0 +1,253 @@
+"""Any OpenAI-compatible server: vLLM's `vllm serve`, llama.cpp's `llama-server`, the OpenAI API.
+
+Retries (tenacity: exponential backoff with jitter, honouring Retry-After) happen only on transient
+failures: 429, 5xx, timeouts and connection errors. A 400-class request error is final.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any, Literal
+
+from pydantic import Field
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+from ..errors import ModelCallError
+from ..model_io import ImagePart, Message, ModelRequest, ModelResponse, TokenLogprob, Usage
+from ..registry import backends
+from .base import Backend, BackendConfig
+
+log = logging.getLogger(__name__)
+
+MAX_RETRY_AFTER_S = 60.0
+
+
+class OpenAIConfig(BackendConfig):
+    kind: Literal["openai"] = "openai"
+    model: str
+    base_url: str | None = None  # None: the OpenAI API
+    # Name of the environment variable holding the key; the key itself never enters config files.
+    api_key_env: str = "OPENAI_API_KEY"
+    revision: str | None = None  # part of the model identity (e.g. a served checkpoint's hash)
+    timeout_s: float = Field(default=120.0, gt=0)
+    max_retries: int = Field(default=4, ge=0)
+    retry_max_wait_s: float = Field(default=20.0, gt=0)
+    # How the server spells structured outputs beyond `response_format` (choices, grammars).
+    flavor: Literal["openai", "vllm", "llamacpp"] = "openai"
+    supports_images: bool = True
+    supports_json_schema: bool = True
+
+
+def _status(exc: BaseException) -> int | None:
+    return getattr(exc, "status_code", None) or getattr(getattr(exc, "response", None), "status_code", None)
+
+
+def is_transient(exc: BaseException) -> bool:
+    import openai
+
+    if isinstance(exc, (openai.APITimeoutError, openai.APIConnectionError)):
+        return True
+    status = _status(exc)
+    return status is not None and (status == 429 or status >= 500)
+
+
+def retry_after_seconds(exc: BaseException) -> float | None:
+    headers = getattr(getattr(exc, "response", None), "headers", None) or {}
+    value = headers.get("retry-after")
+    try:
+        return min(float(value), MAX_RETRY_AFTER_S) if value is not None else None
+    except ValueError:
+        return None  # an HTTP date; fall back to backoff
+
+
+class _BackoffHonouringRetryAfter:
+    def __init__(self, max_wait: float):
+        self._backoff = wait_random_exponential(multiplier=0.5, max=max_wait)
+
+    def __call__(self, state: Any) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        after = retry_after_seconds(exc) if exc else None
+        return after if after is not None else self._backoff(state)
+
+
+def _message_payload(message: Message) -> dict[str, Any]:
+    if isinstance(message.content, str):
+        return {"role": message.role, "content": message.content}
+    parts = []
+    for part in message.content:
+        if isinstance(part, ImagePart):
+            parts.append({"type": "image_url", "image_url": {"url": part.data_url()}})
+        else:
+            parts.append({"type": "text", "text": part.text})
+    return {"role": message.role, "content": parts}
+
+
+def _choice_grammar(choices: tuple[str, ...]) -> str:
+    alternatives = " | ".join(json.dumps(c) for c in choices)
+    return f"root ::= {alternatives}"
+
+
+@backends.register("openai")
+class OpenAIBackend(Backend):
+    kind = "openai"
+    Config = OpenAIConfig
+
+    def __init__(self, config: OpenAIConfig):
+        super().__init__(config)
+        self.config: OpenAIConfig = config
+        self._client = None
+
+    @property
+    def capabilities(self) -> frozenset[str]:  # type: ignore[override]
+        caps = {"chat", "completion", "choices", "logprobs"}
+        if self.config.supports_images:
+            caps.add("images")
+        if self.config.supports_json_schema:
+            caps.add("json_schema")
+        if self.config.flavor == "vllm":
+            caps.add("lora")  # vLLM serves LoRA adapters as extra model names
+        return frozenset(caps)
+
+    def identity(self) -> dict[str, Any]:
+        return {"name": self.config.model, "revision": self.config.revision}
+
+    @property
+    def base_url(self) -> str | None:
+        return self.config.base_url
+
+    def client(self):
+        if self._client is None:
+            import openai
+
+            # Local servers ignore the key, but the client insists on one.
+            key = os.environ.get(self.config.api_key_env) or "unused"
+            self._client = openai.AsyncOpenAI(
+                base_url=self.base_url, api_key=key, timeout=self.config.timeout_s, max_retries=0
+            )
+        return self._client
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    def _structured_kwargs(self, request: ModelRequest) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(top-level kwargs, extra_body) for the request's constraint in this server's dialect."""
+        constraint = request.constraint
+        if constraint is None:
+            return {}, {}
+        if constraint.json_schema is not None:
+            fmt = {"type": "json_schema", "json_schema": {"name": constraint.schema_name, "schema": constraint.json_schema}}
+            if request.messages is not None:
+                return {"response_format": fmt}, {}
+            # Completions have no response_format; both servers accept a schema in the body.
+            if self.config.flavor == "vllm":
+                return {}, {"structured_outputs": {"json": constraint.json_schema}}
+            return {}, {"json_schema": constraint.json_schema}
+        choices = list(constraint.choices or ())
+        if self.config.flavor == "vllm":
+            return {}, {"structured_outputs": {"choice": choices}}
+        if self.config.flavor == "llamacpp":
+            return {}, {"grammar": _choice_grammar(constraint.choices or ())}
+        # The OpenAI API has no choice constraint: a one-field enum schema, unwrapped on return.
+        schema = {
+            "type": "object",
+            "properties": {"answer": {"type": "string", "enum": choices}},
+            "required": ["answer"],
+            "additionalProperties": False,
+        }
+        return {"response_format": {"type": "json_schema", "json_schema": {"name": "choice", "schema": schema, "strict": True}}}, {}
+
+    async def _call(self, request: ModelRequest) -> ModelResponse:
+        s = request.sampling
+        common: dict[str, Any] = {
+            "model": request.lora if request.lora and self.config.flavor == "vllm" else self.config.model,
+            "temperature": s.temperature,
+            "max_tokens": s.max_tokens,
+            "top_p": s.top_p,
+        }
+        if s.stop:
+            common["stop"] = list(s.stop)
+        if s.seed is not None:
+            common["seed"] = s.seed + request.sample_index
+        kwargs, extra_body = self._structured_kwargs(request)
+        if extra_body:
+            kwargs["extra_body"] = extra_body
+        client = self.client()
+        if request.messages is not None:
+            if request.top_logprobs:
+                kwargs.update(logprobs=True, top_logprobs=request.top_logprobs)
+            resp = await client.chat.completions.create(
+                messages=[_message_payload(m) for m in request.messages], **common, **kwargs
+            )
+            choice = resp.choices[0]
+            text = choice.message.content or ""
+            logprobs = _chat_logprobs(choice)
+        else:
+            if request.top_logprobs:
+                kwargs["logprobs"] = request.top_logprobs
+            resp = await client.completions.create(prompt=request.prompt, **common, **kwargs)
+            choice = resp.choices[0]
+            text = choice.text or ""
+            logprobs = _completion_logprobs(choice)
+        if request.constraint is not None and request.constraint.choices and "response_format" in kwargs:
+            text = json.loads(text)["answer"]
+        usage = Usage(
+            prompt_tokens=getattr(resp.usage, "prompt_tokens", 0) or 0,
+            completion_tokens=getattr(resp.usage, "completion_tokens", 0) or 0,
+        )
+        return ModelResponse(text=text, finish_reason=choice.finish_reason, logprobs=logprobs, usage=usage)
+
+    async def _generate(self, request: ModelRequest) -> ModelResponse:
+        attempts = 0
+        try:
+            async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(self.config.max_retries + 1),
+                wait=_BackoffHonouringRetryAfter(self.config.retry_max_wait_s),
+                retry=retry_if_exception(is_transient),
+                reraise=True,
+            ):
+                with attempt:
+                    attempts = attempt.retry_state.attempt_number
+                    return await self._call(request)
+        except Exception as exc:  # noqa: BLE001 - turned into one typed error for the caller
+            import openai
+
+            if not isinstance(exc, openai.OpenAIError):
+                raise
+            status = _status(exc)
+            what = f"HTTP {status}" if status else type(exc).__name__
+            raise ModelCallError(
+                f"{what} from model server after {attempts} attempt(s): {_short(exc)}",
+                attempts=attempts,
+                status=status,
+            ) from exc
+        raise AssertionError("unreachable")
+
+
+def _short(exc: BaseException, limit: int = 300) -> str:
+    text = str(exc).replace("\n", " ")
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _chat_logprobs(choice: Any) -> list[TokenLogprob] | None:
+    content = getattr(getattr(choice, "logprobs", None), "content", None)
+    if not content:
+        return None
+    return [
+        TokenLogprob(token=t.token, logprob=t.logprob, top={x.token: x.logprob for x in (t.top_logprobs or [])})
+        for t in content
+    ]
+
+
+def _completion_logprobs(choice: Any) -> list[TokenLogprob] | None:
+    lp = getattr(choice, "logprobs", None)
+    if not lp or not getattr(lp, "tokens", None):
+        return None
+    tops = lp.top_logprobs or [None] * len(lp.tokens)
+    return [
+        TokenLogprob(token=tok, logprob=logprob or 0.0, top=dict(top or {}))
+        for tok, logprob, top in zip(lp.tokens, lp.token_logprobs, tops)
+    ]

@@ -1,0 +1,237 @@
+"""Local weights through transformers: a directory or the local HF cache, CPU or GPU.
+
+Text LLMs with chat templates, peft (LoRA) adapters by name, optional 4-bit loading through
+bitsandbytes on GPU. Choice constraints are answered by scoring each option's log-likelihood,
+which is exact rather than sampled. Generation runs in a worker thread, one batch at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from typing import Any, Literal
+
+from pydantic import Field
+
+from ..errors import MissingDependency, ModelCallError
+from ..model_io import ModelRequest, ModelResponse, TokenLogprob, Usage
+from ..registry import backends
+from .base import Backend, BackendConfig
+from .vllm_backend import _dir_fingerprint
+
+log = logging.getLogger(__name__)
+
+
+class TransformersConfig(BackendConfig):
+    kind: Literal["transformers"] = "transformers"
+    model: str  # local directory, or a name already in the local HF cache
+    revision: str | None = None
+    # Model family: text LLMs use `causal_lm`; image-text models are listed in `VISION_FAMILIES`.
+    family: str = "causal_lm"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    dtype: str = "auto"  # auto | float32 | float16 | bfloat16
+    load_in_4bit: bool = False  # bitsandbytes, GPU only
+    lora_modules: dict[str, str] = Field(default_factory=dict)
+    local_files_only: bool = True  # never reach a hub at run time unless asked
+    trust_remote_code: bool = False
+    concurrency: int = Field(default=1, ge=1)
+
+
+def _import_torch_transformers():
+    try:
+        import torch
+        import transformers
+    except ImportError as exc:
+        raise MissingDependency("transformers", "transformers", "the transformers backend") from exc
+    return torch, transformers
+
+
+@backends.register("transformers")
+class TransformersBackend(Backend):
+    kind = "transformers"
+    Config = TransformersConfig
+
+    def __init__(self, config: TransformersConfig):
+        super().__init__(config)
+        self.config: TransformersConfig = config
+        self.model = None
+        self.tokenizer = None
+        self.processor = None
+        self._lock = threading.Lock()
+
+    @property
+    def capabilities(self) -> frozenset[str]:  # type: ignore[override]
+        caps = {"chat", "completion", "choices", "logprobs", "lora"}
+        if self.config.family != "causal_lm":
+            caps.add("images")
+        return frozenset(caps)
+
+    def identity(self) -> dict[str, Any]:
+        return {
+            "name": self.config.model,
+            "revision": self.config.revision or _dir_fingerprint(self.config.model),
+            "family": self.config.family,
+            "adapters": {n: _dir_fingerprint(p) or p for n, p in sorted(self.config.lora_modules.items())},
+            "4bit": self.config.load_in_4bit,
+        }
+
+    def _device(self, torch: Any) -> str:
+        if self.config.device != "auto":
+            return self.config.device
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    def _load_kwargs(self, torch: Any) -> dict[str, Any]:
+        c = self.config
+        kwargs: dict[str, Any] = {
+            "revision": c.revision, "local_files_only": c.local_files_only, "trust_remote_code": c.trust_remote_code,
+        }
+        if c.dtype != "auto":
+            kwargs["dtype"] = getattr(torch, c.dtype)
+        if c.load_in_4bit:
+            try:
+                import bitsandbytes  # noqa: F401
+            except ImportError as exc:
+                raise MissingDependency("bitsandbytes", "quant", "4-bit loading") from exc
+            from transformers import BitsAndBytesConfig
+
+            kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch.float16)
+            kwargs["device_map"] = "auto"
+        return kwargs
+
+    def load(self) -> None:
+        torch, transformers = _import_torch_transformers()
+        c = self.config
+        kwargs = self._load_kwargs(torch)
+        if c.family == "causal_lm":
+            self.tokenizer = transformers.AutoTokenizer.from_pretrained(c.model, revision=c.revision, local_files_only=c.local_files_only)
+            model = transformers.AutoModelForCausalLM.from_pretrained(c.model, **kwargs)
+        else:
+            from .transformers_vision import load_vision_model
+
+            model, self.processor = load_vision_model(c.family, c.model, kwargs)
+            self.tokenizer = getattr(self.processor, "tokenizer", None)
+        if c.lora_modules:
+            try:
+                from peft import PeftModel
+            except ImportError as exc:
+                raise MissingDependency("peft", "transformers", "LoRA adapters") from exc
+            names = sorted(c.lora_modules)
+            model = PeftModel.from_pretrained(model, c.lora_modules[names[0]], adapter_name=names[0])
+            for name in names[1:]:
+                model.load_adapter(c.lora_modules[name], adapter_name=name)
+        if not c.load_in_4bit:
+            model = model.to(self._device(torch))
+        model.eval()
+        self.model = model
+
+    async def start(self) -> None:
+        if self.model is None:
+            await asyncio.to_thread(self.load)
+
+    async def close(self) -> None:
+        self.model = None
+
+    # -- generation ------------------------------------------------------------------------------
+    def _prompt_text(self, request: ModelRequest) -> str:
+        if request.prompt is not None:
+            return request.prompt
+        messages = [
+            {"role": m.role, "content": m.content if isinstance(m.content, str) else " ".join(p.text for p in m.content if p.type == "text")}
+            for m in request.messages or ()
+        ]
+        if getattr(self.tokenizer, "chat_template", None):
+            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return "\n".join(f"{m['role']}: {m['content']}" for m in messages) + "\nassistant:"
+
+    def _select_adapter(self, request: ModelRequest):
+        from contextlib import nullcontext
+
+        if not self.config.lora_modules:
+            if request.lora:
+                raise ModelCallError(f"LoRA adapter {request.lora!r} requested but none configured")
+            return nullcontext()
+        if request.lora:
+            if request.lora not in self.config.lora_modules:
+                raise ModelCallError(f"unknown LoRA adapter {request.lora!r}; configured: {sorted(self.config.lora_modules)}")
+            self.model.set_adapter(request.lora)
+            return nullcontext()
+        return self.model.disable_adapter()  # the base model, as the request asked for no adapter
+
+    def _generate_sync(self, request: ModelRequest) -> ModelResponse:
+        torch, _ = _import_torch_transformers()
+        with self._lock, torch.no_grad(), self._select_adapter(request):
+            if request.images:
+                from .transformers_vision import vision_inputs
+
+                inputs = vision_inputs(self, request)
+            else:
+                inputs = self.tokenizer(self._prompt_text(request), return_tensors="pt")
+            inputs = inputs.to(self.model.device)
+            prompt_len = inputs["input_ids"].shape[-1]
+            if request.constraint is not None and request.constraint.choices:
+                return self._choose(inputs, request, prompt_len)
+            s = request.sampling
+            gen_kwargs: dict[str, Any] = {"max_new_tokens": s.max_tokens, "do_sample": s.temperature > 0}
+            if s.temperature > 0:
+                gen_kwargs.update(temperature=s.temperature, top_p=s.top_p)
+                if s.seed is not None:
+                    torch.manual_seed(s.seed + request.sample_index)
+            if request.top_logprobs:
+                gen_kwargs.update(output_scores=True, return_dict_in_generate=True)
+            if s.stop:
+                gen_kwargs.update(stop_strings=list(s.stop), tokenizer=self.tokenizer)
+            pad = getattr(self.tokenizer, "pad_token_id", None) or getattr(self.tokenizer, "eos_token_id", None)
+            out = self.model.generate(**inputs, pad_token_id=pad, **gen_kwargs)
+            sequences = out.sequences if request.top_logprobs else out
+            new_tokens = sequences[0][prompt_len:]
+            text = self.tokenizer.decode(new_tokens, skip_special_tokens=True)
+            for stop in s.stop:  # stop strings are excluded from the answer, as servers do
+                if stop in text:
+                    text = text[: text.index(stop)]
+            logprobs = self._logprobs(out.scores, new_tokens, request.top_logprobs) if request.top_logprobs else None
+            finish = "length" if len(new_tokens) >= s.max_tokens else "stop"
+            return ModelResponse(text=text, finish_reason=finish, logprobs=logprobs,
+                                 usage=Usage(prompt_tokens=prompt_len, completion_tokens=len(new_tokens)))
+
+    def _logprobs(self, scores: Any, tokens: Any, k: int) -> list[TokenLogprob]:
+        out = []
+        for step, token_id in zip(scores, tokens):
+            logp = step[0].float().log_softmax(-1)
+            top = logp.topk(k)
+            out.append(TokenLogprob(
+                token=self.tokenizer.decode([int(token_id)]), logprob=float(logp[int(token_id)]),
+                top={self.tokenizer.decode([int(i)]): float(v) for v, i in zip(top.values, top.indices)},
+            ))
+        return out
+
+    def _choose(self, inputs: Any, request: ModelRequest, prompt_len: int) -> ModelResponse:
+        """Answer a closed-choice request with the option of highest total log-likelihood."""
+        import torch
+
+        choices = list(request.constraint.choices or ())
+        scores = []
+        for choice in choices:
+            ids = self.tokenizer(choice, add_special_tokens=False, return_tensors="pt")["input_ids"].to(self.model.device)
+            full = torch.cat([inputs["input_ids"], ids], dim=-1)
+            extra = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}
+            logits = self.model(input_ids=full, attention_mask=torch.ones_like(full), **extra).logits[0]
+            logp = logits[prompt_len - 1 : -1].float().log_softmax(-1)
+            scores.append(float(logp.gather(-1, ids[0].unsqueeze(-1)).sum()))
+        best = max(range(len(choices)), key=scores.__getitem__)
+        top = dict(zip(choices, scores))
+        return ModelResponse(
+            text=choices[best], finish_reason="stop",
+            logprobs=[TokenLogprob(token=choices[best], logprob=scores[best], top=top)],
+            usage=Usage(prompt_tokens=prompt_len, completion_tokens=0),
+        )
+
+    async def _generate(self, request: ModelRequest) -> ModelResponse:
+        if self.model is None:
+            await self.start()
+        try:
+            return await asyncio.to_thread(self._generate_sync, request)
+        except ModelCallError:
+            raise
+        except (RuntimeError, ValueError) as exc:
+            raise ModelCallError(f"transformers generation failed: {exc}") from exc

@@ -1,0 +1,215 @@
+"""vLLM's in-process engine (`vllm.LLM`) for batch throughput on GPU.
+
+Stages still send one request at a time; a micro-batcher gathers the requests in flight and hands
+them to the engine as one `generate`/`chat` call, which is where vLLM's throughput comes from.
+Images, LoRA adapters, logprobs and structured outputs map onto vLLM's own types.
+
+The engine starts worker processes: scripts that use this backend need an
+`if __name__ == "__main__":` guard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from ..errors import MissingDependency, ModelCallError
+from ..model_io import ImagePart, Message, ModelRequest, ModelResponse, TokenLogprob, Usage
+from ..registry import backends
+from .base import Backend, BackendConfig
+
+log = logging.getLogger(__name__)
+
+
+class VllmConfig(BackendConfig):
+    kind: Literal["vllm"] = "vllm"
+    model: str  # local directory (or a hub name on machines that may download)
+    revision: str | None = None
+    tokenizer: str | None = None
+    dtype: str = "auto"
+    max_model_len: int | None = None
+    gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
+    # LoRA adapters by name -> local directory; requests pick one with `lora: NAME`.
+    lora_modules: dict[str, str] = Field(default_factory=dict)
+    max_lora_rank: int = 16
+    limit_images_per_prompt: int = 1
+    engine_args: dict[str, Any] = Field(default_factory=dict)
+    concurrency: int = Field(default=256, ge=1)
+    batch_wait_ms: float = Field(default=5.0, ge=0)
+
+
+def _import_vllm():
+    try:
+        import vllm  # noqa: F401
+    except ImportError as exc:
+        raise MissingDependency("vllm", "vllm", "the vllm backend") from exc
+    return vllm
+
+
+def _dir_fingerprint(path: str) -> str | None:
+    """Cheap identity for a local model/adapter directory: names, sizes and small config files."""
+    root = Path(path)
+    if not root.is_dir():
+        return None
+    digest = hashlib.sha256()
+    for file in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(f"{file.relative_to(root)}:{file.stat().st_size}".encode())
+        if file.suffix == ".json" and file.stat().st_size < 1 << 20:
+            digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+@backends.register("vllm")
+class VllmBackend(Backend):
+    kind = "vllm"
+    Config = VllmConfig
+    capabilities = frozenset({"chat", "completion", "images", "json_schema", "choices", "logprobs", "lora"})
+
+    def __init__(self, config: VllmConfig):
+        super().__init__(config)
+        self.config: VllmConfig = config
+        self.llm = None
+        self._queue: asyncio.Queue | None = None
+        self._worker: asyncio.Task | None = None
+        self._lora_ids = {name: i + 1 for i, name in enumerate(sorted(config.lora_modules))}
+
+    def identity(self) -> dict[str, Any]:
+        return {
+            "name": self.config.model,
+            "revision": self.config.revision or _dir_fingerprint(self.config.model),
+            "adapters": {n: _dir_fingerprint(p) or p for n, p in sorted(self.config.lora_modules.items())},
+        }
+
+    async def start(self) -> None:
+        if self.llm is not None:
+            return
+        vllm = _import_vllm()
+        c = self.config
+        args: dict[str, Any] = {
+            "model": c.model, "revision": c.revision, "tokenizer": c.tokenizer, "dtype": c.dtype,
+            "gpu_memory_utilization": c.gpu_memory_utilization,
+            "limit_mm_per_prompt": {"image": c.limit_images_per_prompt},
+        }
+        if c.max_model_len:
+            args["max_model_len"] = c.max_model_len
+        if c.lora_modules:
+            args.update(enable_lora=True, max_lora_rank=c.max_lora_rank)
+        args.update(c.engine_args)
+        self.llm = await asyncio.to_thread(vllm.LLM, **{k: v for k, v in args.items() if v is not None})
+        self._queue = asyncio.Queue()
+        self._worker = asyncio.create_task(self._batch_loop())
+
+    async def close(self) -> None:
+        if self._worker:
+            self._worker.cancel()
+            self._worker = None
+        self.llm = None
+
+    # -- request translation --------------------------------------------------------------------
+    def sampling_params(self, request: ModelRequest):
+        from vllm import SamplingParams
+
+        s = request.sampling
+        kwargs: dict[str, Any] = {
+            "temperature": s.temperature, "top_p": s.top_p, "max_tokens": s.max_tokens,
+            "stop": list(s.stop) or None,
+            "seed": None if s.seed is None else s.seed + request.sample_index,
+        }
+        if request.top_logprobs:
+            kwargs["logprobs"] = request.top_logprobs
+        if request.constraint is not None:
+            from vllm.sampling_params import StructuredOutputsParams
+
+            c = request.constraint
+            kwargs["structured_outputs"] = (
+                StructuredOutputsParams(json=c.json_schema) if c.json_schema is not None
+                else StructuredOutputsParams(choice=list(c.choices or ()))
+            )
+        return SamplingParams(**kwargs)
+
+    def lora_request(self, request: ModelRequest):
+        if not request.lora:
+            return None
+        if request.lora not in self.config.lora_modules:
+            raise ModelCallError(f"unknown LoRA adapter {request.lora!r}; configured: {sorted(self.config.lora_modules)}")
+        from vllm.lora.request import LoRARequest
+
+        return LoRARequest(request.lora, self._lora_ids[request.lora], self.config.lora_modules[request.lora])
+
+    @staticmethod
+    def chat_messages(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
+        out = []
+        for m in messages:
+            if isinstance(m.content, str):
+                out.append({"role": m.role, "content": m.content})
+                continue
+            parts = [
+                {"type": "image_url", "image_url": {"url": p.data_url()}} if isinstance(p, ImagePart)
+                else {"type": "text", "text": p.text}
+                for p in m.content
+            ]
+            out.append({"role": m.role, "content": parts})
+        return out
+
+    # -- batching -------------------------------------------------------------------------------
+    async def _generate(self, request: ModelRequest) -> ModelResponse:
+        if self._queue is None:
+            await self.start()
+        future: asyncio.Future = asyncio.get_running_loop().create_future()
+        await self._queue.put((request, future))
+        return await future
+
+    async def _batch_loop(self) -> None:
+        assert self._queue is not None
+        while True:
+            batch = [await self._queue.get()]
+            await asyncio.sleep(self.config.batch_wait_ms / 1000)
+            while not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            for is_chat in (True, False):
+                group = [(r, f) for r, f in batch if (r.messages is not None) == is_chat]
+                if group:
+                    await self._run_group(group, is_chat)
+
+    async def _run_group(self, group: list[tuple[ModelRequest, asyncio.Future]], is_chat: bool) -> None:
+        try:
+            params = [self.sampling_params(r) for r, _ in group]
+            loras = [self.lora_request(r) for r, _ in group]
+            lora_arg = loras if any(loras) else None
+            if is_chat:
+                convs = [self.chat_messages(r.messages) for r, _ in group]
+                outputs = await asyncio.to_thread(self.llm.chat, convs, params, use_tqdm=False, lora_request=lora_arg)
+            else:
+                prompts = [r.prompt for r, _ in group]
+                outputs = await asyncio.to_thread(self.llm.generate, prompts, params, use_tqdm=False, lora_request=lora_arg)
+        except Exception as exc:  # noqa: BLE001 - every waiting request learns why
+            for _, future in group:
+                if not future.done():
+                    future.set_exception(ModelCallError(f"vLLM engine error: {exc}"))
+            return
+        for (_, future), output in zip(group, outputs):
+            if not future.done():
+                future.set_result(self._response(output))
+
+    @staticmethod
+    def _response(output: Any) -> ModelResponse:
+        completion = output.outputs[0]
+        logprobs = None
+        if completion.logprobs:
+            logprobs = []
+            for token_id, step in zip(completion.token_ids, completion.logprobs):
+                chosen = step.get(token_id)
+                logprobs.append(
+                    TokenLogprob(
+                        token=(chosen.decoded_token if chosen else str(token_id)) or "",
+                        logprob=chosen.logprob if chosen else 0.0,
+                        top={(lp.decoded_token or str(tid)): lp.logprob for tid, lp in step.items()},
+                    )
+                )
+        usage = Usage(prompt_tokens=len(output.prompt_token_ids or []), completion_tokens=len(completion.token_ids))
+        return ModelResponse(text=completion.text, finish_reason=completion.finish_reason, logprobs=logprobs, usage=usage)

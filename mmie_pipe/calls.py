@@ -1,0 +1,143 @@
+"""The one way stages call models: request -> cache -> backend -> parse (re-ask) -> typed answer.
+
+A stage gets a `ModelClient` bound to its name and version and never sees the backend. Hits make no
+model call and count zero tokens, so re-running a finished run is free and an interrupted run
+replays its finished calls from the cache.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Generic, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from .adapters.base import Backend
+from .cache import GenerationCache, cache_key
+from .errors import ParseError
+from .model_io import Message, ModelRequest, ModelResponse, Usage
+
+T = TypeVar("T")
+
+
+@dataclass
+class CallStats:
+    """Counters shared by every client of a run (read by the progress bar and the manifest)."""
+
+    calls: int = 0
+    cache_hits: int = 0
+    reasks: int = 0
+    usage: Usage = field(default_factory=Usage)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "model_calls": self.calls,
+            "cache_hits": self.cache_hits,
+            "reasks": self.reasks,
+            "prompt_tokens": self.usage.prompt_tokens,
+            "completion_tokens": self.usage.completion_tokens,
+        }
+
+
+@dataclass
+class Answer(Generic[T]):
+    value: T
+    response: ModelResponse
+    attempts: int = 1
+
+
+class ModelClient:
+    def __init__(
+        self,
+        backend: Backend,
+        cache: GenerationCache,
+        *,
+        stage: str,
+        stage_version: int | str,
+        stats: CallStats | None = None,
+    ):
+        self.backend = backend
+        self.cache = cache
+        self.stage = stage
+        self.stage_version = stage_version
+        self.stats = stats or CallStats()
+
+    def key(self, request: ModelRequest) -> str:
+        return cache_key(
+            backend_kind=self.backend.kind,
+            model_identity=self.backend.identity(),
+            request=request,
+            stage=self.stage,
+            stage_version=self.stage_version,
+        )
+
+    async def generate(self, request: ModelRequest) -> ModelResponse:
+        self.backend.check(request)
+        key = self.key(request)
+        hit = self.cache.get(key)
+        if hit is not None:
+            self.stats.cache_hits += 1
+            response = ModelResponse.model_validate(hit)
+            return response.model_copy(update={"cached": True, "usage": Usage()})
+        self.stats.calls += 1
+        response = await self.backend.generate(request)
+        self.stats.usage = self.stats.usage + response.usage
+        self.cache.put(key, self.stage, response.model_dump(mode="json", exclude={"cached"}))
+        return response
+
+    async def ask(
+        self,
+        request: ModelRequest,
+        parse: Callable[[str], T],
+        *,
+        max_reasks: int = 1,
+    ) -> Answer[T]:
+        """Generate and parse. On a parse error, chat requests are re-asked with the error shown to
+        the model (bounded); the final error carries every attempt's text."""
+        attempts: list[str] = []
+        current = request
+        for attempt in range(max_reasks + 1):
+            response = await self.generate(current)
+            try:
+                return Answer(parse(response.text), response, attempt + 1)
+            except (ValueError, ValidationError) as exc:
+                attempts.append(response.text)
+                if current.messages is None or attempt == max_reasks:
+                    break
+                self.stats.reasks += 1
+                current = current.model_copy(
+                    update={
+                        "messages": current.messages
+                        + (
+                            Message(role="assistant", content=response.text),
+                            Message(role="user", content=f"That answer could not be used: {_brief(exc)}. Answer again, following the required format exactly."),
+                        )
+                    }
+                )
+        shown = " | ".join(repr(a[:120]) for a in attempts)
+        raise ParseError(f"model answer could not be parsed after {len(attempts)} attempt(s): {shown}")
+
+
+def _brief(exc: Exception) -> str:
+    return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+
+
+_JSON_OBJECT = re.compile(r"\{.*\}", re.DOTALL)
+
+
+def json_parser(model: type[BaseModel]) -> Callable[[str], BaseModel]:
+    """Parse the first JSON object in the text into `model` (servers may wrap it in prose)."""
+
+    def parse(text: str) -> BaseModel:
+        match = _JSON_OBJECT.search(text)
+        if not match:
+            raise ValueError("no JSON object in the answer")
+        return model.model_validate(json.loads(match.group(0)))
+
+    return parse
+
+
+def json_schema_of(model: type[BaseModel]) -> dict[str, Any]:
+    return model.model_json_schema()

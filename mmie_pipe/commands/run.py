@@ -1,0 +1,67 @@
+"""`mmie-pipe run PIPELINE --input F.jsonl`: run a pipeline, resumably, into a run directory."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from ..errors import ConfigError, MmieError
+from ..pipeline import load_pipeline, validate_pipeline
+from ..runner import PREDICTIONS, Runner, StrictModeError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run a pipeline over a JSONL file (resumes an interrupted run)")
+    p.add_argument("pipeline", help="shipped pipeline name (see `mmie-pipe ls`) or a YAML file")
+    p.add_argument("--input", "-i", required=True, type=Path, help="input JSONL, one post per line")
+    p.add_argument("--output", "-o", type=Path, help="run directory (default: runs/PIPELINE-INPUTSTEM)")
+    p.add_argument("--limit", type=int, help="process only the first N input lines")
+    add_config_options(p)
+    p.add_argument("--strict", action="store_true", help="stop at the first record error")
+    p.add_argument("--overwrite", action="store_true", help="discard a previous run in the output directory")
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write the generation cache")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bar (default: on a terminal only)")
+    p.set_defaults(func=run_command)
+
+
+def add_config_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", "-p", help="backend profile (see `mmie-pipe ls`) or a profile YAML file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. stages.extract.params.shots=4 (repeatable)")
+
+
+def run_command(args: argparse.Namespace) -> int:
+    try:
+        raw, source = load_pipeline(args.pipeline, profile=args.profile, overrides=args.overrides)
+        if args.no_cache:
+            raw.setdefault("runtime", {})["cache"] = False
+        report = validate_pipeline(raw, source)
+        if not report.ok:
+            raise ConfigError("invalid pipeline:\n  " + "\n  ".join(report.problems))
+        if not args.input.is_file():
+            raise ConfigError(f"input file {args.input} does not exist")
+        output = args.output or Path("runs") / f"{report.config.name}-{args.input.stem}"
+        runner = Runner(report.config)
+        summary = asyncio.run(
+            runner.run(args.input, output, limit=args.limit, strict=args.strict, progress=args.progress,
+                       source=source, overwrite=args.overwrite)
+        )
+    except StrictModeError as exc:
+        print(f"error (--strict): {exc}", file=sys.stderr)
+        return 1
+    except MmieError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    s = summary.as_dict()
+    print(f"{s['records']} records written ({s['ok']} ok, {s['errors']} with errors), "
+          f"{s['resumed_skipped']} already done; {s['model_calls']} model calls, {s['cache_hits']} cache hits, "
+          f"{s['prompt_tokens'] + s['completion_tokens']} tokens; {s['seconds']:.1f}s")
+    for stage, count in sorted(s["errors_by_stage"].items()):
+        print(f"  errors in {stage}: {count}")
+    for note in runner.context.notes:
+        print(f"  note: {note}")
+    print(f"predictions: {output / PREDICTIONS}")
+    return 0

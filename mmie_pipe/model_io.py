@@ -1,0 +1,125 @@
+"""What a stage asks of a model, and what it gets back.
+
+Everything that can change a model's output lives in `ModelRequest`, so that hashing a request
+(plus the backend's model identity and the stage's name and version) is a sound cache key.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import mimetypes
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ImagePart(Frozen):
+    """An image inside a message. Identified by content hash; bytes are loaded only to send."""
+
+    type: Literal["image"] = "image"
+    sha256: str
+    mime: str = "image/jpeg"
+    path: str | None = Field(default=None, exclude=True)  # where to read the bytes; never hashed
+
+    @classmethod
+    def from_path(cls, path: str | Path) -> "ImagePart":
+        data = Path(path).read_bytes()
+        mime = mimetypes.guess_type(str(path))[0] or "image/jpeg"
+        return cls(sha256=hashlib.sha256(data).hexdigest(), mime=mime, path=str(path))
+
+    def data_url(self) -> str:
+        if self.path is None:
+            raise ValueError("image part has no path to read its bytes from")
+        data = Path(self.path).read_bytes()
+        return f"data:{self.mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+class TextPart(Frozen):
+    type: Literal["text"] = "text"
+    text: str
+
+
+class Message(Frozen):
+    role: Literal["system", "user", "assistant"]
+    content: str | tuple[TextPart | ImagePart, ...]
+
+    @property
+    def images(self) -> list[ImagePart]:
+        if isinstance(self.content, str):
+            return []
+        return [p for p in self.content if isinstance(p, ImagePart)]
+
+
+class Sampling(Frozen):
+    temperature: float = Field(default=0.0, ge=0)
+    max_tokens: int = Field(default=256, gt=0)
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    stop: tuple[str, ...] = ()
+    seed: int | None = 0
+
+
+class Constraint(Frozen):
+    """Structured output: a JSON schema, or one answer out of a closed set."""
+
+    json_schema: dict[str, Any] | None = None
+    schema_name: str = "answer"
+    choices: tuple[str, ...] | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "Constraint":
+        if (self.json_schema is None) == (self.choices is None):
+            raise ValueError("a constraint needs exactly one of json_schema or choices")
+        return self
+
+
+class ModelRequest(Frozen):
+    """A chat (`messages`) or plain completion (`prompt`) request."""
+
+    messages: tuple[Message, ...] | None = None
+    prompt: str | None = None
+    sampling: Sampling = Sampling()
+    constraint: Constraint | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    lora: str | None = None  # name of a LoRA adapter the backend knows
+    sample_index: int = Field(default=0, ge=0)  # distinct cache entries for repeated sampling
+
+    @model_validator(mode="after")
+    def _one_form(self) -> "ModelRequest":
+        if (self.messages is None) == (self.prompt is None):
+            raise ValueError("a request needs exactly one of messages or prompt")
+        return self
+
+    @property
+    def images(self) -> list[ImagePart]:
+        return [img for m in self.messages or () for img in m.images]
+
+
+class TokenLogprob(BaseModel):
+    token: str
+    logprob: float
+    top: dict[str, float] = Field(default_factory=dict)
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def __add__(self, other: "Usage") -> "Usage":
+        return Usage(
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+        )
+
+
+class ModelResponse(BaseModel):
+    text: str
+    finish_reason: str | None = None
+    logprobs: list[TokenLogprob] | None = None
+    usage: Usage = Field(default_factory=Usage)
+    cached: bool = False

@@ -1,0 +1,255 @@
+"""Pipeline files: loading, profiles, `--set` overrides, and validation before any model loads.
+
+A pipeline YAML names its backends by role (`llm`, `vlm`...) and lists stages with parameters.
+Profiles (package files in `profiles/`) replace backend roles wholesale and may add stage
+parameters; `--set a.b.c=value` then edits any value (list items by index or by stage name).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from . import registry
+from .errors import ConfigError
+from .records import ARTIFACT_FIELDS, INPUT_FIELDS
+
+PACKAGE_PIPELINES = resources.files("mmie_pipe") / "pipelines"
+PACKAGE_PROFILES = resources.files("mmie_pipe") / "profiles"
+
+
+class StageSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    stage: str
+    backend: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class RuntimeConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # Records in flight at once; model requests are further bounded by each backend's concurrency.
+    batch_size: int = Field(default=32, ge=1)
+    cache: bool = True
+    cache_path: str | None = None
+    seed: int = 0
+
+
+class PipelineConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    description: str = ""
+    # Artifact fields the input records must already carry (e.g. precomputed `knowledge`).
+    inputs: list[str] = Field(default_factory=list)
+    backends: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    stages: list[StageSpec] = Field(min_length=1)
+    runtime: RuntimeConfig = RuntimeConfig()
+
+    def fingerprint(self) -> str:
+        """Hash of what decides the outputs (runtime knobs like batch size excluded)."""
+        from .cache import canonical_json
+
+        body = self.model_dump(mode="json", exclude={"runtime", "description"})
+        return hashlib.sha256(canonical_json(body).encode()).hexdigest()[:16]
+
+
+def available_pipelines() -> dict[str, str]:
+    return {p.name.removesuffix(".yaml"): str(p) for p in PACKAGE_PIPELINES.iterdir() if p.name.endswith(".yaml")}
+
+
+def available_profiles() -> dict[str, str]:
+    return {p.name.removesuffix(".yaml"): str(p) for p in PACKAGE_PROFILES.iterdir() if p.name.endswith(".yaml")}
+
+
+def _read_yaml(text: str, where: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping at the top level")
+    return data
+
+
+def read_pipeline_source(name_or_path: str) -> tuple[dict[str, Any], str]:
+    path = Path(name_or_path)
+    if path.suffix in {".yaml", ".yml"} or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"pipeline file {name_or_path} does not exist")
+        return _read_yaml(path.read_text(encoding="utf-8"), str(path)), str(path)
+    shipped = available_pipelines()
+    if name_or_path not in shipped:
+        raise ConfigError(f"unknown pipeline {name_or_path!r}; shipped: {', '.join(sorted(shipped))}")
+    res = PACKAGE_PIPELINES / f"{name_or_path}.yaml"
+    return _read_yaml(res.read_text(encoding="utf-8"), f"pipelines/{name_or_path}.yaml"), f"mmie_pipe:{name_or_path}"
+
+
+_ENV_REF = re.compile(r"\$\{(?P<var>[A-Z0-9_]+)(?::-(?P<default>[^}]*))?\}")
+
+
+def _expand_env(value: Any) -> Any:
+    """`${VAR:-default}` in profile strings, for non-secret settings such as server URLs."""
+    if isinstance(value, str):
+        return _ENV_REF.sub(lambda m: os.environ.get(m["var"], m["default"] or ""), value)
+    if isinstance(value, dict):
+        return {k: _expand_env(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand_env(v) for v in value]
+    return value
+
+
+def apply_profile(raw: dict[str, Any], profile: str) -> dict[str, Any]:
+    profiles = available_profiles()
+    path = Path(profile)
+    if path.is_file():
+        data = _read_yaml(path.read_text(encoding="utf-8"), str(path))
+    elif profile in profiles:
+        data = _read_yaml((PACKAGE_PROFILES / f"{profile}.yaml").read_text(encoding="utf-8"), f"profiles/{profile}.yaml")
+    else:
+        raise ConfigError(f"unknown profile {profile!r}; shipped: {', '.join(sorted(profiles))}")
+    unknown = set(data) - {"description", "backends", "stage_params", "runtime"}
+    if unknown:
+        raise ConfigError(f"profile {profile}: unknown keys {sorted(unknown)}")
+    data = _expand_env(data)
+    out = copy.deepcopy(raw)
+    for role, backend in (data.get("backends") or {}).items():
+        if role in out.get("backends", {}):
+            out["backends"][role] = backend  # wholesale: fields of another kind would not validate
+    for stage_name, params in (data.get("stage_params") or {}).items():
+        for spec in out.get("stages", []):
+            if isinstance(spec, dict) and spec.get("stage", "").split(".v")[0] == stage_name:
+                spec.setdefault("params", {}).update(params)
+    out.setdefault("runtime", {}).update(data.get("runtime") or {})
+    return out
+
+
+def _coerce(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_override(raw: dict[str, Any], assignment: str) -> dict[str, Any]:
+    """`stages.extract.params.shots=4`, `backends.llm.model=x`, `runtime.batch_size=8`."""
+    if "=" not in assignment:
+        raise ConfigError(f"--set expects key=value, got {assignment!r}")
+    dotted, value = assignment.split("=", 1)
+    keys = dotted.strip().split(".")
+    out = copy.deepcopy(raw)
+    node: Any = out
+    for i, key in enumerate(keys):
+        last = i == len(keys) - 1
+        if isinstance(node, list):
+            node_key = _list_index(node, key, dotted)
+        elif isinstance(node, dict):
+            node_key = key
+        else:
+            raise ConfigError(f"--set {dotted}: {'.'.join(keys[:i])} is not a mapping or list")
+        if last:
+            node[node_key] = _coerce(value)
+        else:
+            if isinstance(node, dict) and node_key not in node:
+                node[node_key] = {}
+            node = node[node_key]
+    return out
+
+
+def _list_index(items: list[Any], key: str, dotted: str) -> int:
+    if key.isdigit():
+        if int(key) >= len(items):
+            raise ConfigError(f"--set {dotted}: index {key} out of range")
+        return int(key)
+    matches = [i for i, item in enumerate(items) if isinstance(item, dict) and item.get("stage", "").split(".v")[0] == key]
+    if len(matches) != 1:
+        raise ConfigError(f"--set {dotted}: {key!r} names {len(matches)} stages; use an index")
+    return matches[0]
+
+
+@dataclass
+class ValidationReport:
+    config: PipelineConfig
+    source: str
+    problems: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def load_pipeline(
+    name_or_path: str, *, profile: str | None = None, overrides: list[str] | None = None
+) -> tuple[dict[str, Any], str]:
+    raw, source = read_pipeline_source(name_or_path)
+    if profile:
+        raw = apply_profile(raw, profile)
+    for assignment in overrides or []:
+        raw = apply_override(raw, assignment)
+    return raw, source
+
+
+def validate_pipeline(raw: dict[str, Any], source: str = "<pipeline>") -> ValidationReport:
+    """Check structure, stage names, parameters, backends and the read/write chain. Loads nothing."""
+    try:
+        config = PipelineConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {_pretty(exc)}") from exc
+    problems: list[str] = []
+    for role, spec in config.backends.items():
+        kind = spec.get("kind")
+        try:
+            backend_cls = registry.backends.get(kind or "")
+        except KeyError as exc:
+            problems.append(f"backends.{role}: {exc.args[0]}")
+            continue
+        try:
+            backend_cls.Config.model_validate(spec)
+        except ValidationError as exc:
+            problems.append(f"backends.{role}: {_pretty(exc)}")
+    unknown_inputs = set(config.inputs) - set(ARTIFACT_FIELDS)
+    if unknown_inputs:
+        problems.append(f"inputs: unknown fields {sorted(unknown_inputs)} (known: {', '.join(ARTIFACT_FIELDS)})")
+    available = set(INPUT_FIELDS) | set(config.inputs)
+    for i, spec in enumerate(config.stages):
+        where = f"stages[{i}] ({spec.stage})"
+        try:
+            stage_cls = registry.stages.get(spec.stage)
+        except KeyError as exc:
+            problems.append(f"{where}: {exc.args[0]}")
+            continue
+        try:
+            stage_cls.Params.model_validate(spec.params)
+        except ValidationError as exc:
+            problems.append(f"{where}: bad parameter: {_pretty(exc)}")
+        if stage_cls.uses_model:
+            if spec.backend is None:
+                problems.append(f"{where}: needs a backend (one of: {', '.join(config.backends) or 'none defined'})")
+            elif spec.backend not in config.backends:
+                problems.append(f"{where}: backend {spec.backend!r} is not defined under backends")
+        missing = [f for f in stage_cls.reads if f not in available]
+        if missing:
+            problems.append(
+                f"{where}: reads {', '.join(missing)} but no earlier stage writes it "
+                f"(add a stage that does, or list it under `inputs` if the input carries it)"
+            )
+        available |= set(stage_cls.writes)
+    return ValidationReport(config=config, source=source, problems=problems)
+
+
+def _pretty(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(x) for x in err["loc"]) or "(top)"
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)

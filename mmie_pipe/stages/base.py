@@ -1,0 +1,74 @@
+"""What a stage is: a name, a version, typed parameters, the record fields it reads and writes.
+
+A stage works on one record at a time (`process`), awaiting model calls through its `ModelClient`;
+the runner keeps many records in flight, so a stage never manages concurrency itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from ..cache import GenerationCache
+from ..calls import ModelClient
+from ..records import Record
+
+log = logging.getLogger("mmie_pipe.stages")
+
+
+class StageParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class StageContext:
+    """Run-wide facts a stage may use. `notes` collects one-time messages for the log and manifest."""
+
+    run_dir: Path | None = None
+    seed: int = 0
+    # The run's generation cache, for non-LLM tools (detector, OCR) that cache per image hash.
+    cache: GenerationCache | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def note_once(self, message: str) -> None:
+        if message not in self.notes:
+            self.notes.append(message)
+            log.info(message)
+
+
+class Stage(ABC):
+    name: ClassVar[str]
+    version: ClassVar[int] = 1
+    Params: ClassVar[type[StageParams]] = StageParams
+    reads: ClassVar[tuple[str, ...]] = ()
+    optional_reads: ClassVar[tuple[str, ...]] = ()  # used when present, never required
+    writes: ClassVar[tuple[str, ...]] = ()
+    # Whether the pipeline must name a backend for this stage.
+    uses_model: ClassVar[bool] = False
+
+    def __init__(self, params: StageParams, model: ModelClient | None, context: StageContext):
+        self.params = params
+        self.model = model
+        self.context = context
+
+    @property
+    def qualified_name(self) -> str:
+        return f"{self.name}.v{self.version}"
+
+    async def setup(self) -> None:
+        """Load resources once per run (after backends have started)."""
+
+    async def teardown(self) -> None:
+        """Release what `setup` loaded."""
+
+    def describe(self) -> dict[str, Any]:
+        return {"stage": self.qualified_name, "params": self.params.model_dump(mode="json")}
+
+    @abstractmethod
+    async def process(self, record: Record) -> None:
+        """Read `reads` from the record and set `writes` on it. Raise to report a per-record error."""
