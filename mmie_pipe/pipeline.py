@@ -27,6 +27,13 @@ PACKAGE_PIPELINES = resources.files("mmie_pipe") / "pipelines"
 PACKAGE_PROFILES = resources.files("mmie_pipe") / "profiles"
 
 
+# Backend settings that change how requests travel, never what a model answers.
+OPERATIONAL_BACKEND_KEYS = frozenset({
+    "base_url", "api_key_env", "concurrency", "timeout_s", "max_retries", "retry_max_wait_s",
+    "startup_timeout_s", "parallel", "threads", "batch_wait_ms", "gpu_memory_utilization",
+})
+
+
 class StageSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -57,10 +64,15 @@ class PipelineConfig(BaseModel):
     runtime: RuntimeConfig = RuntimeConfig()
 
     def fingerprint(self) -> str:
-        """Hash of what decides the outputs (runtime knobs like batch size excluded)."""
+        """Hash of what decides the outputs: runtime knobs, server addresses, concurrency and
+        retry settings are left out, so a resumed run may use another URL or more slots."""
         from .cache import canonical_json
 
         body = self.model_dump(mode="json", exclude={"runtime", "description"})
+        body["backends"] = {
+            role: {k: v for k, v in spec.items() if k not in OPERATIONAL_BACKEND_KEYS}
+            for role, spec in body["backends"].items()
+        }
         return hashlib.sha256(canonical_json(body).encode()).hexdigest()[:16]
 
 

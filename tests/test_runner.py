@@ -136,3 +136,19 @@ def test_manifest_has_identity_versions_timings(tmp_path):
     assert manifest["packages"]["pydantic"]
     assert manifest["attempts"][-1]["records"] == 3 and manifest["attempts"][-1]["model_calls"] == 3
     assert manifest["stages"][0]["stage"] == "extract.v1"
+
+
+def test_eval_scores_a_run_with_input_errors(tmp_path, capsys):
+    from mmie_pipe.cli import main
+
+    rows = [
+        {"id": "a", "text": "Alice meets Bob", "gold": {"entities": [{"text": "Alice", "start": 0, "end": 5, "type": "PER"}]}},
+        {"id": "b"},
+    ]
+    (tmp_path / "in.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n{broken\n")
+    runner, _ = make_runner(tmp_path)
+    asyncio.run(runner.run(tmp_path / "in.jsonl", tmp_path / "run"))
+    assert main(["eval", "--pred", str(tmp_path / "run" / "predictions.jsonl"), "--task", "mner"]) == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["metrics"]["mner"]["micro"]["tp"] == 1
+    assert metrics["counts"]["predictions_without_gold"] == 2  # the two unreadable input lines

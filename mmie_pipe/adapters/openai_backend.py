@@ -6,6 +6,7 @@ failures: 429, 5xx, timeouts and connection errors. A 400-class request error is
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -98,6 +99,7 @@ class OpenAIBackend(Backend):
         super().__init__(config)
         self.config: OpenAIConfig = config
         self._client = None
+        self._client_loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def capabilities(self) -> frozenset[str]:  # type: ignore[override]
@@ -118,8 +120,12 @@ class OpenAIBackend(Backend):
         return self.config.base_url
 
     def client(self):
-        if self._client is None:
+        # An async client belongs to the event loop that made it; a new loop (a new run) gets its own.
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._client_loop is not loop:
             import openai
+
+            self._client_loop = loop
 
             # Local servers ignore the key, but the client insists on one.
             key = os.environ.get(self.config.api_key_env) or "unused"
@@ -244,7 +250,17 @@ def _chat_logprobs(choice: Any) -> list[TokenLogprob] | None:
 
 def _completion_logprobs(choice: Any) -> list[TokenLogprob] | None:
     lp = getattr(choice, "logprobs", None)
-    if not lp or not getattr(lp, "tokens", None):
+    if not lp:
+        return None
+    content = getattr(lp, "content", None)
+    if content:  # llama.cpp answers completions in the chat-style per-token form
+        return [
+            TokenLogprob(
+                token=t["token"], logprob=t["logprob"], top={x["token"]: x["logprob"] for x in t.get("top_logprobs") or []}
+            )
+            for t in content
+        ]
+    if not getattr(lp, "tokens", None):
         return None
     tops = lp.top_logprobs or [None] * len(lp.tokens)
     return [
