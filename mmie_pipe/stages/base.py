@@ -48,8 +48,10 @@ class Stage(ABC):
     reads: ClassVar[tuple[str, ...]] = ()
     optional_reads: ClassVar[tuple[str, ...]] = ()  # used when present, never required
     writes: ClassVar[tuple[str, ...]] = ()
-    # Whether the pipeline must name a backend for this stage.
+    # Whether the pipeline must name a backend for this stage, or may (e.g. a caption stage that
+    # falls back to precomputed captions when no captioner is configured).
     uses_model: ClassVar[bool] = False
+    accepts_model: ClassVar[bool] = False
 
     def __init__(self, params: StageParams, model: ModelClient | None, context: StageContext):
         self.params = params

@@ -1,0 +1,1 @@
+"""Helpers of the vision front end (labels, box filtering, text views, caption sources)."""
