@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
 
 from . import __version__
@@ -37,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     # One line per HTTP request drowns the run's own messages.
     for noisy in ("httpx", "httpx2", "openai"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    # SIGTERM (a job scheduler, `kill`) ends a run like Ctrl-C: outputs flushed, servers stopped.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -198,3 +198,49 @@ def test_embedded_backend_starts_and_stops_its_own_server(tmp_path):
 
     assert asyncio.run(go()).usage.completion_tokens > 0
     assert len(backend.identity()["file_sha256"]) == 64
+
+
+def _children(pid: int) -> list[int]:
+    import subprocess as sp
+
+    out = sp.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(x) for x in out.split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGKILL"])
+def test_killed_run_leaves_no_server_and_resumes(tmp_path, sig):
+    import os
+    import signal
+    import subprocess as sp
+    import sys
+
+    write_tweets(tmp_path / "in.jsonl", 20)
+    cmd = [sys.executable, "-m", "mmie_pipe.cli", "run", "ner", "--input", str(tmp_path / "in.jsonl"),
+           "--output", str(tmp_path / "run"), "--set", "stages.extract.params.max_tokens=16"]
+    proc = sp.Popen(cmd, stdout=sp.PIPE, stderr=sp.PIPE, env={**os.environ, "MMIE_CACHE_DIR": str(tmp_path / "cache")})
+    predictions = tmp_path / "run" / "predictions.jsonl"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and not (predictions.exists() and predictions.stat().st_size > 0):
+        time.sleep(0.1)
+    servers = _children(proc.pid)
+    assert servers, "the run should have started a llama-server"
+    proc.send_signal(getattr(signal, sig))
+    proc.wait(30)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(_alive(p) for p in servers):
+        time.sleep(0.1)
+    assert not any(_alive(p) for p in servers)
+    done_before = len(predictions.read_text().splitlines())
+    assert 0 < done_before < 20
+    finished = sp.run(cmd, capture_output=True, text=True, env={**os.environ, "MMIE_CACHE_DIR": str(tmp_path / "cache")}, timeout=600)
+    assert finished.returncode == 0, finished.stderr
+    final = [json.loads(x) for x in predictions.read_text().splitlines()]
+    assert [o["line"] for o in final] == list(range(1, 21)) and not any(o.get("errors") for o in final)

@@ -8,6 +8,7 @@ The embedded default model is SmolLM2-135M-Instruct (Q4_1 GGUF) from the PyPI pa
 from __future__ import annotations
 
 import asyncio
+import atexit
 import hashlib
 import importlib.util
 import json
@@ -129,6 +130,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _die_with_parent() -> None:
+    """In the child: ask Linux to send SIGTERM when the parent dies, so a killed run leaves no
+    server behind (normal exits stop it explicitly). Linux ties this to the spawning *thread*, so
+    servers are spawned from the event loop's thread, never from a worker thread."""
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 class LlamaServerProcess:
     """Owns one llama-server child process on 127.0.0.1."""
 
@@ -152,9 +164,16 @@ class LlamaServerProcess:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def start(self, timeout_s: float = 120.0) -> None:
+    def spawn(self) -> None:
         log.info("starting llama-server for %s on port %d", self.model_file.name, self.port)
-        self.proc = subprocess.Popen(self.args, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            self.args, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        )
+        atexit.register(self.stop)
+
+    def wait_healthy(self, timeout_s: float = 120.0) -> None:
+        assert self.proc is not None, "spawn() first"
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -167,6 +186,10 @@ class LlamaServerProcess:
             time.sleep(0.2)
         self.stop()
         raise MmieError(f"llama-server did not become healthy in {timeout_s:.0f}s: {self.log_tail()}")
+
+    def start(self, timeout_s: float = 120.0) -> None:
+        self.spawn()
+        self.wait_healthy(timeout_s)
 
     def log_tail(self, lines: int = 15) -> str:
         try:
@@ -227,7 +250,8 @@ class LlamaServerBackend(OpenAIBackend):
             self.model_file, parallel=c.parallel, ctx_size=c.ctx_size, threads=c.threads, mmproj=c.mmproj,
             extra_args=c.extra_args,
         )
-        await asyncio.to_thread(self.server.start, c.startup_timeout_s)
+        self.server.spawn()
+        await asyncio.to_thread(self.server.wait_healthy, c.startup_timeout_s)
 
     async def close(self) -> None:
         await super().close()
