@@ -14,8 +14,11 @@ from .errors import DataFormatError
 from .lines import numbered_lines
 
 
-def iter_jsonl_records(path: str | os.PathLike[str]) -> Iterator[Record]:
-    """Stream `Record`s; blank lines are skipped; a bad line raises `DataFormatError`."""
+def iter_jsonl_records(path: str | os.PathLike[str], *, run_errors: bool = False) -> Iterator[Record]:
+    """Stream `Record`s; blank lines are skipped; a bad line raises `DataFormatError`.
+
+    With `run_errors`, a run's error line for an unreadable input (only `id`, `line` and `errors`)
+    becomes an empty record carrying its errors, so it scores as an empty prediction."""
     for number, line in numbered_lines(path):
         if not line.strip():
             continue
@@ -23,6 +26,11 @@ def iter_jsonl_records(path: str | os.PathLike[str]) -> Iterator[Record]:
             data = json.loads(line)
         except json.JSONDecodeError as exc:
             raise DataFormatError(path, number, f"invalid JSON: {exc.msg} (column {exc.colno})") from None
+        if run_errors and isinstance(data, dict) and data.get("errors") and "text" not in data and "id" in data:
+            errors = [StageError.model_validate(e) for e in data["errors"]]
+            # Unvalidated on purpose: the input had no usable text; only id and errors matter here.
+            yield Record.model_construct(id=str(data["id"]), text="", errors=errors, gold=None, entities=None, relations=None)
+            continue
         try:
             yield Record.model_validate(data)
         except ValidationError as exc:
@@ -33,26 +41,8 @@ def iter_jsonl_records(path: str | os.PathLike[str]) -> Iterator[Record]:
 
 
 def iter_prediction_records(path: str | os.PathLike[str]) -> Iterator[Record]:
-    """Like `iter_jsonl_records`, but a run's error line for an unreadable input (only `id`, `line`
-    and `errors`) becomes an empty record carrying its errors, so it scores as an empty prediction."""
-    for number, line in numbered_lines(path):
-        if not line.strip():
-            continue
-        try:
-            data = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataFormatError(path, number, f"invalid JSON: {exc.msg} (column {exc.colno})") from None
-        if isinstance(data, dict) and data.get("errors") and "text" not in data and "id" in data:
-            errors = [StageError.model_validate(e) for e in data["errors"]]
-            # Unvalidated on purpose: the input had no usable text; only id and errors matter here.
-            yield Record.model_construct(id=str(data["id"]), text="", errors=errors, gold=None, entities=None, relations=None)
-            continue
-        try:
-            yield Record.model_validate(data)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "record"
-            raise DataFormatError(path, number, f"not a valid record: {where}: {first['msg']}") from None
+    """A run's predictions.jsonl, input error lines included (see `iter_jsonl_records`)."""
+    return iter_jsonl_records(path, run_errors=True)
 
 
 def record_json(record: Record) -> str:
