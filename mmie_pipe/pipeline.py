@@ -30,7 +30,7 @@ PACKAGE_PROFILES = resources.files("mmie_pipe") / "profiles"
 # Backend settings that change how requests travel, never what a model answers.
 OPERATIONAL_BACKEND_KEYS = frozenset({
     "base_url", "api_key_env", "concurrency", "timeout_s", "max_retries", "retry_max_wait_s",
-    "startup_timeout_s", "parallel", "threads", "batch_wait_ms", "gpu_memory_utilization",
+    "startup_timeout_s", "parallel", "threads", "batch_wait_ms", "max_batch", "gpu_memory_utilization",
 })
 
 

