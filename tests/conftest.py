@@ -37,7 +37,7 @@ def llama_server():
     from mmie_pipe.errors import MmieError
 
     try:
-        binary = find_server_binary()
+        find_server_binary()
         model = resolve_model_file("embedded:smollm2")
     except MmieError as exc:
         if os.environ.get("MMIE_REQUIRE_SERVER"):

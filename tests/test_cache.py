@@ -1,7 +1,7 @@
 import multiprocessing
 import string
 
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from mmie_pipe.cache import GenerationCache, cache_key

@@ -14,17 +14,15 @@ A new detector subclasses `Detector`, declares a `Config`, and registers itself 
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import threading
 from abc import ABC, abstractmethod
-from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import ConfigError, MissingDependency
+from ..files import file_sha256, package_file
 from ..records import DetectedObject
 from ..registry import Registry
 from ..vision.boxes import clip_box
@@ -60,30 +58,6 @@ class Detector(ABC):
     @abstractmethod
     def detect(self, image: "Image") -> list[DetectedObject]:
         """Boxes in image pixels, clipped to the image. May pre-filter very low scores."""
-
-
-@lru_cache(maxsize=32)
-def _file_sha256_cached(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def file_sha256(path: str | Path) -> str:
-    """Content hash of a weights file, computed once per process per (size, mtime)."""
-    stat = Path(path).stat()
-    return _file_sha256_cached(str(path), stat.st_size, stat.st_mtime_ns)
-
-
-def package_file(package: str, *parts: str) -> Path | None:
-    """A data file inside an installed package, found without importing the package."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    candidate = Path(next(iter(spec.submodule_search_locations)), *parts)
-    return candidate if candidate.is_file() else None
 
 
 def import_cv2():

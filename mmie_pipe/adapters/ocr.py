@@ -17,7 +17,7 @@ from ..errors import ConfigError, MissingDependency
 from ..records import OcrLine
 from ..registry import Registry
 from ..vision.boxes import clip_box
-from .detectors import file_sha256, package_file
+from ..files import file_sha256, package_file
 
 if TYPE_CHECKING:
     from PIL.Image import Image

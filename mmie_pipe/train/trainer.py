@@ -185,7 +185,6 @@ class _Loop:
     so a resumed run skips exactly the batches it had done."""
 
     def __init__(self, settings: TrainSettings, tagger, examples, device: str, dev_records, out: Path, progress, train_data):
-        import torch
         from transformers import get_linear_schedule_with_warmup
 
         self.settings = settings
