@@ -55,6 +55,7 @@ class RunManifest:
     def __init__(self, path: Path, data: dict[str, Any]):
         self.path = path
         self.data = data
+        self._started = False
 
     @classmethod
     def open(
@@ -95,10 +96,12 @@ class RunManifest:
         self.data["stages"] = [s.describe() for s in stages]
         self.data["backends"] = {role: b.describe() for role, b in backends.items()}
         self.data["attempts"].append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        self._started = True
         self.write()
 
     def record_end(self, summary: "RunSummary", context: "StageContext") -> None:
-        if self.data["attempts"]:
-            self.data["attempts"][-1].update(summary.as_dict())
+        if not self._started:  # start-up itself failed (e.g. a server did not come up)
+            self.data["attempts"].append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "failed_to_start": True})
+        self.data["attempts"][-1].update(summary.as_dict())
         self.data["notes"] = context.notes
         self.write()

@@ -239,12 +239,12 @@ class Runner:
             predictions.unlink()
         resumed = predictions.exists() and predictions.stat().st_size > 0
         started = time.perf_counter()
-        await self.start()
-        manifest.record_start(self.stages, self.all_backends(), self.context)
         bar = Progress(progress, summary, limit)
         window: deque[asyncio.Task[Record] | dict[str, Any]] = deque()
         in_flight = self.config.runtime.batch_size
         try:
+            await self.start()  # inside the try: a backend that started is closed if another fails
+            manifest.record_start(self.stages, self.all_backends(), self.context)
             with predictions.open("a", encoding="utf-8") as out:
 
                 def write(item: Record | dict[str, Any]) -> None:

@@ -152,3 +152,20 @@ def test_eval_scores_a_run_with_input_errors(tmp_path, capsys):
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["metrics"]["mner"]["micro"]["tp"] == 1
     assert metrics["counts"]["predictions_without_gold"] == 2  # the two unreadable input lines
+
+
+def test_backend_that_cannot_start_fails_cleanly_and_is_recorded(tmp_path):
+    from mmie_pipe.errors import MmieError
+
+    class Broken(FakeBackend):
+        async def start(self):
+            raise MmieError("server did not come up")
+
+    write_input(tmp_path / "in.jsonl", 2)
+    cfg = validate_pipeline(PIPELINE).config
+    runner = Runner(cfg, cache=GenerationCache(tmp_path / "c.sqlite"))
+    runner.backends["llm"] = Broken(FakeConfig())
+    with pytest.raises(MmieError, match="did not come up"):
+        asyncio.run(runner.run(tmp_path / "in.jsonl", tmp_path / "run"))
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["attempts"][-1]["failed_to_start"] is True
