@@ -149,7 +149,7 @@ class Runner:
         self.config = config
         self.stats = CallStats()
         self.cache = cache or GenerationCache(config.runtime.cache_path, enabled=config.runtime.cache)
-        self.context = StageContext(seed=config.runtime.seed, cache=self.cache)
+        self.context = StageContext(seed=config.runtime.seed, cache=self.cache, stats=self.stats)
         self._external_backends = backends or {}
         self.backends: dict[str, Backend] = {}
         self.stages: list[Stage] = []

@@ -265,6 +265,9 @@ def test_ita_pipeline_runs_without_a_model(tmp_path):
     assert "caption" not in out["text"] and "visual_context" not in out["text"]
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert "no captioning model configured" in json.dumps(manifest)
+    assert summary.calls.calls + summary.calls.cache_hits == 4  # objects + ocr for two images
+    again = run(Runner(report.config).run(src, tmp_path / "again", progress=False))
+    assert again.calls.calls == 0 and again.calls.cache_hits == 4  # tool results come from the cache
 
 
 def test_runner_hands_a_backend_to_the_caption_stage(tmp_path):

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict
 
 from ..cache import GenerationCache
-from ..calls import ModelClient
+from ..calls import CallStats, ModelClient
 from ..records import Record
 
 log = logging.getLogger("mmie_pipe.stages")
@@ -31,8 +31,10 @@ class StageContext:
 
     run_dir: Path | None = None
     seed: int = 0
-    # The run's generation cache, for non-LLM tools (detector, OCR) that cache per image hash.
+    # The run's generation cache and counters, for non-LLM tools (detector, OCR) that cache per
+    # image hash, so their hits and runs show in the run summary like model calls.
     cache: GenerationCache | None = None
+    stats: CallStats | None = None
     notes: list[str] = field(default_factory=list)
 
     def note_once(self, message: str) -> None:

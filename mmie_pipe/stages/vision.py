@@ -88,6 +88,12 @@ class _CachedToolStage(Stage):
         cache = self.context.cache
         key = self.cache_key_for(raw.sha256)
         hit = cache.get(key) if cache is not None else None
+        stats = self.context.stats
+        if stats is not None:
+            if hit is not None:
+                stats.cache_hits += 1
+            else:
+                stats.calls += 1
         if hit is not None:
             found = self.from_cached(hit)
         else:
