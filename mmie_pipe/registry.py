@@ -11,6 +11,8 @@ import re
 from collections import defaultdict
 from typing import Any, Callable, TypeVar
 
+from .errors import ConfigError
+
 T = TypeVar("T")
 
 # Modules whose import registers built-ins; imported on first lookup so `import mmie_pipe` stays cheap.
@@ -55,6 +57,14 @@ class Registry:
         if version not in versions:
             raise KeyError(f"{self.kind[:-1]} {base!r} has no version {version} (has {sorted(versions)})")
         return versions[version]
+
+    def build(self, name: str, options: dict[str, Any]) -> Any:
+        """Instantiate a registered class from its `Config` (a pydantic model with a `kind` field)."""
+        try:
+            cls = self.get(name)
+        except KeyError as exc:
+            raise ConfigError(exc.args[0]) from exc
+        return cls(cls.Config.model_validate({"kind": name, **options}))
 
     def names(self) -> list[str]:
         self._load_builtins()

@@ -160,8 +160,7 @@ class Runner:
             return self._external_backends[role]
         if role not in self.backends:
             spec = self.config.backends[role]
-            cls = registry.backends.get(spec["kind"])
-            self.backends[role] = cls(cls.Config.model_validate(spec))
+            self.backends[role] = registry.backends.build(spec["kind"], spec)
         return self.backends[role]
 
     def build_stages(self) -> list[Stage]:

@@ -14,18 +14,18 @@ A new detector subclasses `Detector`, declares a `Config`, and registers itself 
 
 from __future__ import annotations
 
-import threading
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from ..errors import ConfigError, MissingDependency
 from ..files import file_sha256, package_file
 from ..records import DetectedObject
 from ..registry import Registry
 from ..vision.boxes import clip_box
+from .tools import LocalTool, ToolConfig
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -33,28 +33,11 @@ if TYPE_CHECKING:
 detectors = Registry("detectors")
 
 
-class DetectorConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    kind: str
+class DetectorConfig(ToolConfig):
+    pass
 
 
-class Detector(ABC):
-    kind: ClassVar[str]
-    Config: ClassVar[type[DetectorConfig]]
-
-    def __init__(self, config: DetectorConfig):
-        self.config = config
-        self._lock = threading.Lock()  # models are shared by the stage's worker threads
-
-    @abstractmethod
-    def identity(self) -> dict[str, Any]:
-        """What decides the outputs (weights hash, settings): part of the cache key."""
-
-    @abstractmethod
-    def load(self) -> None:
-        """Load the model once; called by the stage's setup."""
-
+class Detector(LocalTool):
     @abstractmethod
     def detect(self, image: "Image") -> list[DetectedObject]:
         """Boxes in image pixels, clipped to the image. May pre-filter very low scores."""
@@ -217,8 +200,4 @@ class TransformersZeroShot(Detector):
 
 
 def build_detector(kind: str, options: dict[str, Any]) -> Detector:
-    try:
-        cls = detectors.get(kind)
-    except KeyError as exc:
-        raise ConfigError(exc.args[0]) from exc
-    return cls(cls.Config.model_validate({"kind": kind, **options}))
+    return detectors.build(kind, options)

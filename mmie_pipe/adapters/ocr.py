@@ -6,18 +6,18 @@ Built in: `rapidocr`, the PP-OCRv4 detection + recognition ONNX models that ship
 
 from __future__ import annotations
 
-import threading
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from importlib import metadata
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from ..errors import ConfigError, MissingDependency
 from ..records import OcrLine
 from ..registry import Registry
 from ..vision.boxes import clip_box
 from ..files import file_sha256, package_file
+from .tools import LocalTool, ToolConfig
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -25,27 +25,11 @@ if TYPE_CHECKING:
 ocr_engines = Registry("ocr_engines")
 
 
-class OcrConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    kind: str
+class OcrConfig(ToolConfig):
+    pass
 
 
-class OcrEngine(ABC):
-    kind: ClassVar[str]
-    Config: ClassVar[type[OcrConfig]]
-
-    def __init__(self, config: OcrConfig):
-        self.config = config
-        self._lock = threading.Lock()
-
-    @abstractmethod
-    def identity(self) -> dict[str, Any]:
-        """What decides the outputs (model hashes, settings): part of the cache key."""
-
-    @abstractmethod
-    def load(self) -> None: ...
-
+class OcrEngine(LocalTool):
     @abstractmethod
     def read(self, image: "Image") -> list[OcrLine]:
         """Text lines with axis-aligned pixel boxes, in reading order as the engine gives them."""
@@ -153,8 +137,4 @@ class RapidOcr(OcrEngine):
 
 
 def build_ocr(kind: str, options: dict[str, Any]) -> OcrEngine:
-    try:
-        cls = ocr_engines.get(kind)
-    except KeyError as exc:
-        raise ConfigError(exc.args[0]) from exc
-    return cls(cls.Config.model_validate({"kind": kind, **options}))
+    return ocr_engines.build(kind, options)
