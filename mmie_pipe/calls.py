@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generic, TypeVar
+from typing import Any, Awaitable, Callable, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -48,6 +48,29 @@ class Answer(Generic[T]):
     attempts: int = 1
 
 
+async def through_cache(
+    cache: GenerationCache | None,
+    key: str,
+    stage: str,
+    stats: CallStats | None,
+    compute: Callable[[], Awaitable[dict[str, Any]]],
+) -> tuple[dict[str, Any], bool]:
+    """The one read-through path into the generation cache, for model calls and local tools alike:
+    a hit is counted and computes nothing; a miss is counted, computed and stored. Returns
+    (value, hit)."""
+    hit = cache.get(key) if cache is not None else None
+    if hit is not None:
+        if stats is not None:
+            stats.cache_hits += 1
+        return hit, True
+    if stats is not None:
+        stats.calls += 1
+    value = await compute()
+    if cache is not None:
+        cache.put(key, stage, value)
+    return value, False
+
+
 class ModelClient:
     def __init__(
         self,
@@ -75,21 +98,22 @@ class ModelClient:
 
     async def generate(self, request: ModelRequest) -> ModelResponse:
         self.backend.check(request)
-        key = self.key(request)
-        hit = self.cache.get(key)
-        if hit is not None:
-            self.stats.cache_hits += 1
-            response = ModelResponse.model_validate(hit)
-            return response.model_copy(update={"cached": True, "usage": Usage()})
-        self.stats.calls += 1
-        response = await self.backend.generate(request)
-        choices = request.constraint.choices if request.constraint else None
-        if choices and response.text not in choices and response.text.strip() in choices:
-            # Tokenizers may decode the chosen option with a leading space.
-            response = response.model_copy(update={"text": response.text.strip()})
-        self.stats.usage = self.stats.usage + response.usage
-        self.cache.put(key, self.stage, response.model_dump(mode="json", exclude={"cached"}))
-        return response
+        fresh: ModelResponse | None = None
+
+        async def call() -> dict[str, Any]:
+            nonlocal fresh
+            fresh = await self.backend.generate(request)
+            choices = request.constraint.choices if request.constraint else None
+            if choices and fresh.text not in choices and fresh.text.strip() in choices:
+                # Tokenizers may decode the chosen option with a leading space.
+                fresh = fresh.model_copy(update={"text": fresh.text.strip()})
+            self.stats.usage = self.stats.usage + fresh.usage
+            return fresh.model_dump(mode="json", exclude={"cached"})
+
+        value, hit = await through_cache(self.cache, self.key(request), self.stage, self.stats, call)
+        if not hit:
+            return fresh
+        return ModelResponse.model_validate(value).model_copy(update={"cached": True, "usage": Usage()})
 
     async def ask(
         self,

@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, field_validator
 
 from ..cache import cache_key
+from ..calls import through_cache
 from ..errors import ConfigError
 from ..images import ImageOptions, decode_image, materialize_for_model, read_image_bytes
 from ..model_io import ImagePart, Message, ModelRequest, Sampling, TextPart
@@ -85,22 +86,16 @@ class _CachedToolStage(Stage):
             await self.setup()
         options = self.params.image_options()
         raw = await asyncio.to_thread(read_image_bytes, record.image, options)
-        cache = self.context.cache
-        key = self.cache_key_for(raw.sha256)
-        hit = cache.get(key) if cache is not None else None
-        stats = self.context.stats
-        if stats is not None:
-            if hit is not None:
-                stats.cache_hits += 1
-            else:
-                stats.calls += 1
-        if hit is not None:
-            found = self.from_cached(hit)
-        else:
+
+        async def run_on_image() -> dict[str, Any]:
             loaded = await asyncio.to_thread(decode_image, raw, options)
             found = await asyncio.to_thread(self.run_tool, loaded.image)
-            if cache is not None:
-                cache.put(key, self.name, {"items": [item.model_dump(mode="json") for item in found]})
+            return {"items": [item.model_dump(mode="json") for item in found]}
+
+        value, _ = await through_cache(
+            self.context.cache, self.cache_key_for(raw.sha256), self.name, self.context.stats, run_on_image
+        )
+        found = self.from_cached(value)
         self.apply(record, found)
 
 
