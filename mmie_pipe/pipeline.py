@@ -140,7 +140,7 @@ def apply_profile(raw: dict[str, Any], profile: str) -> dict[str, Any]:
             out["backends"][role] = backend  # wholesale: fields of another kind would not validate
     for stage_name, params in (data.get("stage_params") or {}).items():
         for spec in out.get("stages", []):
-            if isinstance(spec, dict) and spec.get("stage", "").split(".v")[0] == stage_name:
+            if isinstance(spec, dict) and registry.base_name(spec.get("stage", "")) == stage_name:
                 spec.setdefault("params", {}).update(params)
     out.setdefault("runtime", {}).update(data.get("runtime") or {})
     return out
@@ -183,7 +183,7 @@ def _list_index(items: list[Any], key: str, dotted: str) -> int:
         if int(key) >= len(items):
             raise ConfigError(f"--set {dotted}: index {key} out of range")
         return int(key)
-    matches = [i for i, item in enumerate(items) if isinstance(item, dict) and item.get("stage", "").split(".v")[0] == key]
+    matches = [i for i, item in enumerate(items) if isinstance(item, dict) and registry.base_name(item.get("stage", "")) == key]
     if len(matches) != 1:
         raise ConfigError(f"--set {dotted}: {key!r} names {len(matches)} stages; use an index")
     return matches[0]

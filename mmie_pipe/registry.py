@@ -23,6 +23,12 @@ _BUILTIN_MODULES = {
 _VERSIONED = re.compile(r"^(?P<base>.+)\.v(?P<version>\d+)$")
 
 
+def base_name(name: str) -> str:
+    """`extract.v1` -> `extract`; an unversioned name is its own base."""
+    match = _VERSIONED.match(name)
+    return match["base"] if match else name
+
+
 class Registry:
     def __init__(self, kind: str):
         self.kind = kind
@@ -47,7 +53,7 @@ class Registry:
     def get(self, name: str) -> Any:
         self._load_builtins()
         match = _VERSIONED.match(name)
-        base, version = (match["base"], int(match["version"])) if match else (name, None)
+        base, version = base_name(name), (int(match["version"]) if match else None)
         versions = self._items.get(base)
         if not versions:
             known = ", ".join(sorted(self.names())) or "none"
