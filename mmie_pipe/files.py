@@ -53,3 +53,16 @@ def package_file(package: str, *parts: str) -> Path | None:
         return None
     candidate = Path(next(iter(spec.submodule_search_locations)), *parts)
     return candidate if candidate.is_file() else None
+
+
+def folder_sha256(path: str | Path) -> str | None:
+    """Content hash of a model or adapter folder: every file's relative name and bytes (each file
+    hashed once per (path, size, mtime)), so a retrained adapter of the same size gets a new
+    identity. None when `path` is not a folder."""
+    root = Path(path)
+    if not root.is_dir():
+        return None
+    digest = hashlib.sha256()
+    for file in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(f"{file.relative_to(root).as_posix()}:{file_sha256(file)}\n".encode())
+    return digest.hexdigest()

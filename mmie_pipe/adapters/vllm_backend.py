@@ -20,6 +20,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from ..batching import MicroBatcher
+from ..files import folder_sha256
 from ..errors import MissingDependency, ModelCallError
 from ..model_io import ImagePart, Message, ModelRequest, ModelResponse, TokenLogprob, Usage
 from ..registry import backends
@@ -84,7 +85,7 @@ class VllmBackend(Backend):
         return {
             "name": self.config.model,
             "revision": self.config.revision or _dir_fingerprint(self.config.model),
-            "adapters": {n: _dir_fingerprint(p) or p for n, p in sorted(self.config.lora_modules.items())},
+            "adapters": {n: folder_sha256(p) or p for n, p in sorted(self.config.lora_modules.items())},
         }
 
     async def start(self) -> None:
