@@ -65,7 +65,7 @@ def char_tokenizer(extra_special: tuple[str, ...] = ()):
 
 def build_tiny_llava(directory: Path) -> Path:
     """A random-weight LLaVA (CLIP vision tower + 2-layer Llama) with a character tokenizer and a
-    chat template, saved like a user's local weights. Images are 32x32: 16 patches + CLS."""
+    chat template, saved like a user's local weights. Images are 32x32: 16 image tokens."""
     import torch
     import transformers
 

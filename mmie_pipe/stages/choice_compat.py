@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from ..calls import ModelClient
 from ..errors import ParseError
-from ..model_io import ModelRequest
+from ..model_io import Constraint, ModelRequest
 
 TOP_LOGPROBS = 20
 
@@ -29,10 +29,21 @@ async def choose(client: ModelClient, request: ModelRequest, options: Sequence[s
             if key in mass:
                 mass[key] += math.exp(logprob)
     total = sum(mass.values())
-    if total <= 0:
-        answer = response.text.strip()[:1]
-        if answer not in mass:
-            raise ParseError(f"the answer {response.text!r} is none of the options {', '.join(options)}")
-        return answer, {o: float(o == answer) for o in options}, 1.0
-    probs = {o: m / total for o, m in mass.items()}
-    return max(options, key=probs.__getitem__), probs, max(0.0, 1.0 - total)
+    if total > 0:
+        probs = {o: m / total for o, m in mass.items()}
+        return max(options, key=probs.__getitem__), probs, max(0.0, 1.0 - total)
+    # No option among the first token's top log-probabilities: ask again constrained to the options
+    # (transformers scores each option's likelihood; servers answer one of them).
+    constrained = asked.model_copy(update={"constraint": Constraint(choices=tuple(options))})
+    response = await client.generate(constrained)
+    answer = response.text.strip()
+    if answer not in options:
+        raise ParseError(f"the answer {response.text!r} is none of the options {', '.join(options)}")
+    top = response.logprobs[0].top if response.logprobs else {}
+    scores = {o: top[o] for o in options if o in top}
+    if len(scores) == len(options):
+        best = max(scores.values())
+        weights = {o: math.exp(v - best) for o, v in scores.items()}
+        norm = sum(weights.values())
+        return answer, {o: w / norm for o, w in weights.items()}, 1.0
+    return answer, {o: float(o == answer) for o in options}, 1.0

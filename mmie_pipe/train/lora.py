@@ -303,13 +303,14 @@ def train_reranker(
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
         state["train_seconds"] += time.perf_counter() - tick
-        state["losses"].append(round(float(loss), 5))
+        value = loss.item()
+        state["losses"].append(round(value, 5))
         state["step"] += 1
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{float(loss):.4f}", refresh=False)
+            bar.set_postfix(loss=f"{value:.4f}", refresh=False)
         elif state["step"] % 20 == 0 or state["step"] == total:
-            log.info("step %d/%d loss %.4f", state["step"], total, float(loss))
+            log.info("step %d/%d loss %.4f", state["step"], total, value)
         if settings.checkpoint_steps and state["step"] % settings.checkpoint_steps == 0 and state["step"] < total:
             _save_last(out, model, optimizer, schedule, state, settings)
     if bar is not None:
