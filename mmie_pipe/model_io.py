@@ -85,7 +85,7 @@ class ModelRequest(Frozen):
     prompt: str | None = None
     sampling: Sampling = Sampling()
     constraint: Constraint | None = None
-    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    top_logprobs: int | None = Field(default=None, ge=0, le=1000)
     lora: str | None = None  # name of a LoRA adapter the backend knows
     sample_index: int = Field(default=0, ge=0)  # distinct cache entries for repeated sampling
     # With `constraint.choices`: return the probability of every option (`ModelResponse.choice`),

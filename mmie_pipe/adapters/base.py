@@ -26,6 +26,9 @@ class BackendConfig(BaseModel):
     kind: str
     # Requests in flight at once. Servers with parallel slots / continuous batching need several.
     concurrency: int = Field(default=8, ge=1, le=1024)
+    # Alternatives read at the first token of a scored choice. 20 is the OpenAI API's and vLLM's
+    # default limit; raise it with the server's limit (vLLM `--max-logprobs`) for long label lists.
+    choice_top_logprobs: int = Field(default=20, ge=1, le=1000)
 
 
 class Backend(ABC):
@@ -100,7 +103,7 @@ class Backend(ABC):
         from ..errors import ParseError
 
         options = request.choices
-        raw = await self._generate(first_token_request(request))
+        raw = await self._generate(first_token_request(request, self.config.choice_top_logprobs))
         if not raw.logprobs:
             raise ParseError(f"backend {self.kind!r} returned no log-probabilities for a choice request")
         first = raw.logprobs[0]
