@@ -18,6 +18,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from .choices import letters
 from .model_io import ImagePart, Message, ModelRequest, Sampling, TextPart
 from .prompts import render
 
@@ -31,13 +32,13 @@ TYPE_WORDS = {
     "MISC": "miscellaneous (another named thing)",
     "OTHER": "other (another named thing)",
 }
-LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+MAX_OPTIONS = 26  # upper-case letters
 
 
 def option_letters(n: int) -> list[str]:
-    if not 0 < n <= len(LETTERS):
-        raise ValueError(f"a choice question takes 1 to {len(LETTERS)} options, not {n}")
-    return list(LETTERS[:n])
+    if n > MAX_OPTIONS:
+        raise ValueError(f"a rerank question takes at most {MAX_OPTIONS} options, not {n}")
+    return letters(n)
 
 
 def type_label(entity_type: str, words: Mapping[str, str] | None = None) -> str:

@@ -123,7 +123,6 @@ def test_adapter_reloads_changes_outputs_and_the_cache_key(trained, tiny_llava, 
     from mmie_pipe.adapters.transformers_backend import TransformersBackend, TransformersConfig
     from mmie_pipe.cache import GenerationCache
     from mmie_pipe.calls import ModelClient
-    from mmie_pipe.stages.choice_compat import choose
 
     out, _, examples = trained
     backend = TransformersBackend(TransformersConfig(model=str(tiny_llava), family="llava", device="cpu",
@@ -133,12 +132,12 @@ def test_adapter_reloads_changes_outputs_and_the_cache_key(trained, tiny_llava, 
 
     async def both():
         await backend.start()
-        base = await choose(client, question_request(question), question.letters)
-        tuned = await choose(client, question_request(question, lora="gem"), question.letters)
+        base = await client.choose(question_request(question), question.letters)
+        tuned = await client.choose(question_request(question, lora="gem"), question.letters)
         return base, tuned
 
     base, tuned = asyncio.run(both())
-    assert base[1] != pytest.approx(tuned[1], abs=1e-4)  # the adapter changes the answer distribution
+    assert base.choice.probs != pytest.approx(tuned.choice.probs, abs=1e-4)  # the adapter changes the distribution
     key = client.key(question_request(question, lora="gem"))
     assert key != client.key(question_request(question))
 

@@ -193,7 +193,9 @@ def test_text_llm_sees_the_caption(tiny_llama, picture, tmp_path):
     # the request that went to the model (found by its cache key) carried the caption as text
     sent = question_request(Question(record.text, "Barcelona", ("LOC", "ORG", "PER", "MISC"), "a football pitch"))
     assert "Image: a football pitch" in sent.messages[0].content and not sent.images
-    asked = sent.model_copy(update={"top_logprobs": 20})
+    from mmie_pipe.model_io import Constraint
+
+    asked = sent.model_copy(update={"constraint": Constraint(choices=("A", "B", "C", "D")), "score_choices": True})
     assert cache.get(client.key(asked)) is not None
     assert s.context.counts["rerank.entities"] == 2 and s.context.counts["rerank.gated"] == 1
 

@@ -65,6 +65,36 @@ def test_vllm_engine_generate_chat_choice_schema_logprobs_lora(tiny_llama):
     assert backend.identity()["adapters"]["tuned"]
 
 
+def test_vllm_engine_choice_probabilities(tiny_llama):
+    """A scored choice on the engine: one generated token, the options' first-token probabilities
+    normalised over the options (all of a tiny vocabulary is read, so no option goes unseen)."""
+    from mmie_pipe.adapters.vllm_backend import VllmBackend, VllmConfig
+    from mmie_pipe.cache import GenerationCache
+    from mmie_pipe.calls import ModelClient, fan_out
+    from mmie_pipe.model_io import ModelRequest
+
+    backend = VllmBackend(VllmConfig(
+        model=str(tiny_llama / "base"), max_model_len=256, gpu_memory_utilization=0.05, choice_top_logprobs=200,
+        engine_args={"enforce_eager": True, "max_num_seqs": 8, "max_logprobs": 200},
+    ))
+    client = ModelClient(backend, GenerationCache(enabled=False), stage="t", stage_version=1)
+    options = ["yes", "no", "maybe"]
+
+    async def go():
+        await backend.start()
+        try:
+            return await fan_out([client.choose(ModelRequest(prompt=p), options) for p in ("is Rome a location", "is the cat red")])
+        finally:
+            await backend.close()
+
+    outcomes = asyncio.run(go())
+    for outcome in outcomes:
+        assert outcome.ok, outcome.error
+        probs = outcome.value.choice.probs
+        assert set(probs) == set(options) and abs(sum(probs.values()) - 1) < 1e-6
+        assert outcome.value.text == max(probs, key=probs.get) and not outcome.value.choice.unseen
+
+
 def test_vllm_engine_serves_a_trained_reranker_adapter(tiny_llama, tmp_path):
     """A LoRA reranker trained here (`finetune reranker`'s trainer, a few CPU steps) is served by the
     engine as a LoRA request: the rerank question's answer distribution changes, and so does the key."""
@@ -74,7 +104,6 @@ def test_vllm_engine_serves_a_trained_reranker_adapter(tiny_llama, tmp_path):
     from mmie_pipe.calls import ModelClient
     from mmie_pipe.records import Entity, Gold, Record
     from mmie_pipe.reranking import question_request
-    from mmie_pipe.stages.choice_compat import choose
     from mmie_pipe.train.lora import LoraSettings, train_reranker
     from mmie_pipe.train.rerank_data import build_examples
 
@@ -87,7 +116,8 @@ def test_vllm_engine_serves_a_trained_reranker_adapter(tiny_llama, tmp_path):
     train_reranker(settings, examples, {}, tmp_path / "run", progress=False)
     backend = VllmBackend(VllmConfig(
         model=str(tiny_llama / "base"), lora_modules={"gem": str(tmp_path / "run" / "adapter")}, max_lora_rank=8,
-        max_model_len=512, gpu_memory_utilization=0.05, engine_args={"enforce_eager": True, "max_num_seqs": 8},
+        max_model_len=512, gpu_memory_utilization=0.05, choice_top_logprobs=200,
+        engine_args={"enforce_eager": True, "max_num_seqs": 8, "max_logprobs": 200},
     ))
     client = ModelClient(backend, GenerationCache(enabled=False), stage="rerank", stage_version=1)
     question = examples[0].question
@@ -95,11 +125,11 @@ def test_vllm_engine_serves_a_trained_reranker_adapter(tiny_llama, tmp_path):
     async def go():
         await backend.start()
         try:
-            return (await choose(client, question_request(question), question.letters),
-                    await choose(client, question_request(question, lora="gem"), question.letters))
+            return (await client.choose(question_request(question), question.letters),
+                    await client.choose(question_request(question, lora="gem"), question.letters))
         finally:
             await backend.close()
 
     base, tuned = asyncio.run(go())
-    assert base[1] != pytest.approx(tuned[1], abs=1e-4)
+    assert base.choice.probs != pytest.approx(tuned.choice.probs, abs=1e-4)
     assert client.key(question_request(question, lora="gem")) != client.key(question_request(question))

@@ -15,14 +15,14 @@ from typing import Literal
 
 from pydantic import Field
 
+from ..calls import fan_out
 from ..errors import ModelCallError, StageInputError
 from ..images import decode_image, materialize_for_model, read_image_bytes
 from ..model_io import ImagePart
 from ..records import Entity, Record
 from ..registry import stages
 from ..reranking import TEMPLATE, Question, normalized_entropy, question_request, top_types
-from .base import Stage, StageParams
-from .choice_compat import choose
+from .base import Role, Stage, StageParams
 
 COUNTS = ("entities", "gated", "reranked", "changed", "failed", "no_distribution")
 
@@ -52,7 +52,12 @@ class RerankStage(Stage):
     reads = ("entities",)
     optional_reads = ("image", "caption", "visual_context")
     writes = ("entities",)
-    uses_model = True
+    roles = {"llm": Role(needs=frozenset({"choices"}), description="the reranker (a VLM or a text LLM)")}
+
+    @classmethod
+    def role_needs(cls, params: RerankParams) -> dict[str, frozenset[str]]:
+        needs = {"choices"} | ({"images"} if params.context == "image" else set()) | ({"lora"} if params.lora else set())
+        return {"llm": frozenset(needs)}
 
     def __init__(self, params: RerankParams, model, context):
         super().__init__(params, model, context)
@@ -123,20 +128,21 @@ class RerankStage(Stage):
         image = await self._image(record)
         caption = None if image is not None or p.context == "none" else (record.caption or record.visual_context)
         questions = [Question(record.text, e.text, tuple(options), caption, image) for e, options in asked]
-        outcomes = await asyncio.gather(*(self._ask(q) for q in questions), return_exceptions=True)
+        outcomes = await fan_out([self._ask(q) for q in questions])
+        field = "type" if p.granularity == "coarse" else "fine_type"
+        source = f"{self.qualified_name} {self.model.backend.identity().get('name', '?')}" + (f" lora:{p.lora}" if p.lora else "")
         failures = []
-        for (entity, _), question, outcome in zip(asked, questions, outcomes):
-            if isinstance(outcome, BaseException):
-                failures.append(f"{entity.text!r}: {outcome}")
+        for (entity, _), outcome in zip(asked, outcomes):
+            if not outcome.ok:
+                failures.append(f"{entity.text!r}: {outcome.error}")
                 continue
-            new_type, prob = outcome
-            field = "type" if p.granularity == "coarse" else "fine_type"
+            new_type, prob = outcome.value
             if getattr(entity, field) != new_type:
                 self.context.count("rerank.changed")
             setattr(entity, field, new_type)
             entity.score = prob
+            entity.provenance[field] = source
             self.context.count("rerank.reranked")
-        record.provenance["rerank"] = f"{self.qualified_name}:{self.model.backend.identity().get('name', '?')}"
         if failures:  # the answered entities keep their new types; the record says which failed
             self.context.count("rerank.failed", len(failures))
             raise ModelCallError(f"{len(failures)} of {len(asked)} rerank questions failed: " + "; ".join(failures)[:500])
@@ -144,5 +150,5 @@ class RerankStage(Stage):
     async def _ask(self, question: Question) -> tuple[str, float]:
         p = self.params
         request = question_request(question, template=p.template, words=p.type_words or None, lora=p.lora)
-        letter, probs, _ = await choose(self.model, request, question.letters)
-        return question.type_of(letter), probs[letter]
+        response = await self.model.choose(request, question.letters)
+        return question.type_of(response.text), response.choice.probs[response.text]

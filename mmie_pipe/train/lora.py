@@ -248,7 +248,7 @@ def train_reranker(
 ) -> dict[str, Any]:
     import torch
 
-    from ..files import folder_sha256
+    from ..files import dir_sha256
 
     out = Path(output)
     resuming = _prepare_output(out, settings, resume=resume, overwrite=overwrite)
@@ -340,8 +340,8 @@ def train_reranker(
     manifest = {
         "kind": "lora-reranker",
         "base_model": {"path": settings.base_model, "family": settings.family, "identity": backend.identity(),
-                       "sha256": folder_sha256(settings.base_model)},
-        "adapter": {"path": str(adapter_dir), "sha256": folder_sha256(adapter_dir),
+                       "sha256": dir_sha256(settings.base_model)},
+        "adapter": {"path": str(adapter_dir), "sha256": dir_sha256(adapter_dir),
                     "trainable_parameters": sum(p.numel() for p in trainable)},
         "prompt": {"template": settings.template, "sha256": reranker["template_sha256"]},
         "settings": settings.model_dump(mode="json"),
