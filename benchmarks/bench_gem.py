@@ -85,7 +85,7 @@ def main() -> None:
         "before": fine_scores(before / "predictions.jsonl"),
         "after_embedded": fine_scores(after / "predictions.jsonl"),
         "gated_fraction": gate_fractions(before / "predictions.jsonl"),
-        "rerank_counts": manifest["attempts"][-1].get("counts"),
+        "rerank_counts": {k: v for k, v in manifest["attempts"][-1].items() if k.startswith("rerank.")},
         "rerank_calls": {k: manifest["attempts"][-1].get(k) for k in ("model_calls", "cache_hits", "seconds")},
         "changes": type_changes(before / "predictions.jsonl", after / "predictions.jsonl"),
         "rerank_wall_seconds": round(rerank_seconds, 1),

@@ -66,6 +66,11 @@ def gem_with(adapter: Path | None, before: Path, limit: int, threads: int) -> Pa
     return out
 
 
+def rerank_counts(run: Path) -> dict:
+    attempt = json.loads((run / "manifest.json").read_text())["attempts"][-1]
+    return {k: v for k, v in attempt.items() if k.startswith("rerank.")}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", nargs="*", default=["t17", "fmnerg"])
@@ -110,8 +115,8 @@ def main() -> None:
             "rerank_adapter": fine_scores(tuned / "predictions.jsonl"),
             "changes_base": type_changes(limited, base / "predictions.jsonl"),
             "changes_adapter": type_changes(limited, tuned / "predictions.jsonl"),
-            "counts_base": json.loads((base / "manifest.json").read_text())["attempts"][-1].get("counts"),
-            "counts_adapter": json.loads((tuned / "manifest.json").read_text())["attempts"][-1].get("counts"),
+            "counts_base": rerank_counts(base),
+            "counts_adapter": rerank_counts(tuned),
         }
     save("lora_reranker", result)
 

@@ -44,7 +44,6 @@ class RunSummary:
     errors_by_stage: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     calls: CallStats = field(default_factory=CallStats)
-    counts: dict[str, int] = field(default_factory=dict)  # what stages counted (StageContext.count)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -55,7 +54,6 @@ class RunSummary:
             "errors_by_stage": self.errors_by_stage,
             "seconds": round(self.seconds, 3),
             **self.calls.as_dict(),
-            "counts": dict(sorted(self.counts.items())),
         }
 
 
@@ -233,7 +231,7 @@ class Runner:
         source: str = "",
         overwrite: bool = False,
     ) -> RunSummary:
-        summary = RunSummary(calls=self.stats, counts=self.context.counts)
+        summary = RunSummary(calls=self.stats)
         output_dir.mkdir(parents=True, exist_ok=True)
         self.context.run_dir = output_dir
         manifest = RunManifest.open(output_dir, self.config, source=source, input_path=input_path, overwrite=overwrite)

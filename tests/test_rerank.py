@@ -11,6 +11,7 @@ import pytest
 
 from mmie_pipe.records import Entity, Record
 from mmie_pipe.reranking import Question, normalized_entropy, question_request, top_types
+from mmie_pipe.calls import CallStats
 from mmie_pipe.stages.base import StageContext
 from mmie_pipe.stages.rerank import RerankParams, RerankStage
 
@@ -21,7 +22,7 @@ def entity(text, post, **fields) -> Entity:
 
 
 def stage(model=None, **params) -> RerankStage:
-    s = RerankStage(RerankParams(**params), model, StageContext())
+    s = RerankStage(RerankParams(**params), model, StageContext(stats=CallStats()))
     if s.params.granularity == "fine":
         from mmie_pipe.data.hierarchy import load_hierarchy
 
@@ -151,7 +152,7 @@ def test_vlm_sees_the_image(tiny_llava, picture, tmp_path):
 
     backend = TransformersBackend(TransformersConfig(model=str(tiny_llava), family="llava", device="cpu"))
     client = client_for(backend, tmp_path)
-    s = RerankStage(RerankParams(), client, StageContext())
+    s = RerankStage(RerankParams(), client, StageContext(stats=CallStats()))
     record = unsure_record(picture)
 
     async def go():
@@ -169,7 +170,7 @@ def test_vlm_sees_the_image(tiny_llava, picture, tmp_path):
     image_id = backend.processor.tokenizer.convert_tokens_to_ids("<image>")
     assert "pixel_values" in inputs and int((inputs["input_ids"] == image_id).sum()) == 16  # one per 8x8 patch of the 32x32 image
     assert record.entities[0].type in {"PER", "LOC", "ORG", "MISC"} and 0 < record.entities[0].score <= 1
-    assert s.context.counts["rerank.gated"] == 1 and s.context.counts["rerank.reranked"] == 1
+    assert s.context.stats.events["rerank.gated"] == 1 and s.context.stats.events["rerank.reranked"] == 1
     assert record.entities[1].type == "LOC"  # one-hot: never asked
 
 
@@ -181,7 +182,7 @@ def test_text_llm_sees_the_caption(tiny_llama, picture, tmp_path):
     cache = GenerationCache(tmp_path / "c.sqlite")
     client = client_for(backend, tmp_path)
     client.cache = cache
-    s = RerankStage(RerankParams(), client, StageContext())
+    s = RerankStage(RerankParams(), client, StageContext(stats=CallStats()))
     record = unsure_record(picture)
 
     async def go():
@@ -197,7 +198,7 @@ def test_text_llm_sees_the_caption(tiny_llama, picture, tmp_path):
 
     asked = sent.model_copy(update={"constraint": Constraint(choices=("A", "B", "C", "D")), "score_choices": True})
     assert cache.get(client.key(asked)) is not None
-    assert s.context.counts["rerank.entities"] == 2 and s.context.counts["rerank.gated"] == 1
+    assert s.context.stats.events["rerank.entities"] == 2 and s.context.stats.events["rerank.gated"] == 1
 
 
 @pytest.mark.server
@@ -220,12 +221,12 @@ def test_counts_in_the_run_summary(llama_server, tmp_path):
         "stages": [{"stage": "rerank", "backend": "llm", "params": {"gamma": 0.2}}],
     }).config
     summary = asyncio.run(Runner(config).run(tmp_path / "in.jsonl", tmp_path / "run"))
-    counts = summary.as_dict()["counts"]
+    counts = summary.as_dict()
     assert counts["rerank.entities"] == 9 and counts["rerank.gated"] == 6 and counts["rerank.reranked"] == 6
     out = [json.loads(x) for x in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()]
     changed = sum(e["type"] != o["type"] for r, row in zip(out, rows) for e, o in zip(r["entities"], row["entities"]))
     assert counts["rerank.changed"] == changed
     assert all(r["entities"][2]["type"] == "LOC" for r in out)  # confident: kept
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
-    assert manifest["attempts"][-1]["counts"]["rerank.gated"] == 6
+    assert manifest["attempts"][-1]["rerank.gated"] == 6
     assert math.isclose(sum(1 for _ in out), 3)

@@ -59,8 +59,6 @@ def run_command(args: argparse.Namespace) -> int:
     print(f"{s['records']} records written ({s['ok']} ok, {s['errors']} with errors), "
           f"{s['resumed_skipped']} already done; {s['model_calls']} model calls, {s['cache_hits']} cache hits, "
           f"{s['prompt_tokens'] + s['completion_tokens']} tokens; {s['seconds']:.1f}s")
-    if s["counts"]:
-        print("  counts: " + ", ".join(f"{k} {v}" for k, v in s["counts"].items()))
     for stage, count in sorted(s["errors_by_stage"].items()):
         print(f"  errors in {stage}: {count}")
     for note in runner.context.notes:

@@ -48,11 +48,6 @@ class StageContext:
     cache: GenerationCache | None = None
     stats: CallStats | None = None
     notes: list[str] = field(default_factory=list)
-    # Named counts a stage reports for the run summary and manifest (e.g. `rerank.gated`).
-    counts: dict[str, int] = field(default_factory=dict)
-
-    def count(self, name: str, n: int = 1) -> None:
-        self.counts[name] = self.counts.get(name, 0) + n
 
     def note_once(self, message: str) -> None:
         if message not in self.notes:

@@ -74,7 +74,11 @@ class RerankStage(Stage):
         if self.params.context == "image" and "images" not in self.model.backend.capabilities:
             raise StageInputError(f"rerank: context 'image' but backend {self.model.backend.kind!r} takes no images")
         for name in COUNTS:
-            self.context.count(f"rerank.{name}", 0)
+            self._count(f"rerank.{name}", 0)
+
+    def _count(self, event: str, n: int = 1) -> None:
+        if self.context.stats is not None:  # the run's counters: summary and manifest
+            self.context.stats.count(event, n)
 
     # -- which entities, which candidates ------------------------------------------------------
     def candidates(self, entity: Entity) -> list[str] | None:
@@ -90,7 +94,7 @@ class RerankStage(Stage):
             # Only a distribution over fine types can rank fine candidates.
             probs = entity.type_probs if entity.type_probs and set(entity.type_probs) & set(self.hierarchy.fine_types) else None
         if probs is None:
-            self.context.count("rerank.no_distribution")
+            self._count("rerank.no_distribution")
             # An entity with no type at this granularity yet is always asked.
             if p.missing_distribution == "keep" and current is not None:
                 return None
@@ -120,11 +124,11 @@ class RerankStage(Stage):
     async def process(self, record: Record) -> None:
         p = self.params
         entities = record.entities or []
-        self.context.count("rerank.entities", len(entities))
+        self._count("rerank.entities", len(entities))
         asked = [(e, options) for e in entities if (options := self.candidates(e)) is not None]
         if not asked:
             return
-        self.context.count("rerank.gated", len(asked))
+        self._count("rerank.gated", len(asked))
         image = await self._image(record)
         caption = None if image is not None or p.context == "none" else (record.caption or record.visual_context)
         questions = [Question(record.text, e.text, tuple(options), caption, image) for e, options in asked]
@@ -138,13 +142,13 @@ class RerankStage(Stage):
                 continue
             new_type, prob = outcome.value
             if getattr(entity, field) != new_type:
-                self.context.count("rerank.changed")
+                self._count("rerank.changed")
             setattr(entity, field, new_type)
             entity.score = prob
             entity.provenance[field] = source
-            self.context.count("rerank.reranked")
+            self._count("rerank.reranked")
         if failures:  # the answered entities keep their new types; the record says which failed
-            self.context.count("rerank.failed", len(failures))
+            self._count("rerank.failed", len(failures))
             raise ModelCallError(f"{len(failures)} of {len(asked)} rerank questions failed: " + "; ".join(failures)[:500])
 
     async def _ask(self, question: Question) -> tuple[str, float]:
