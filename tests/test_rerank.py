@@ -230,3 +230,15 @@ def test_counts_in_the_run_summary(llama_server, tmp_path):
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["attempts"][-1]["rerank.gated"] == 6
     assert math.isclose(sum(1 for _ in out), 3)
+
+
+def test_fmnerg_is_found_under_the_data_root(shared_data):
+    from mmie_pipe.data import load_split
+    from mmie_pipe.data.hierarchy import load_hierarchy
+
+    records = list(load_split("fmnerg", "dev", shared_data, captions="blip2"))
+    assert len(records) == 1500 and sum(len(r.gold.entities) for r in records) == 2450
+    hierarchy = load_hierarchy("fmnerg")
+    entities = [e for r in records for e in r.gold.entities]
+    assert all(hierarchy.parent(e.fine_type) == e.type for e in entities)  # the shipped hierarchy fits the data
+    assert any(e.boxes for e in entities) and sum(r.caption is not None for r in records) > 1400
