@@ -93,9 +93,6 @@ def main() -> None:
     result: dict = {"command": "python benchmarks/bench_lora_reranker.py " + " ".join(
         f"--{k.replace('_', '-')} {' '.join(v) if isinstance(v, list) else v}" for k, v in vars(args).items()
         if v not in (None, False)), "base_model": "SmolLM2-135M-Instruct (embedded Q4_1 GGUF, dequantised)"}
-    previous = RUNS.parent.parent / "benchmarks" / "results" / "lora_reranker.json"
-    if previous.is_file():
-        result = {**json.loads(previous.read_text()), **result}
     if "t17" in args.only:
         result["t17"] = finetune("t17", args, ["--train", "twitter2017:train", "--dev", "twitter2017:valid",
                                                "--test", "twitter2017:test"])
@@ -118,6 +115,11 @@ def main() -> None:
             "counts_base": rerank_counts(base),
             "counts_adapter": rerank_counts(tuned),
         }
+    # Experiments run separately (--only t17, --only fmnerg) share one result file.
+    previous = RUNS.parent.parent / "benchmarks" / "results" / "lora_reranker.json"
+    if previous.is_file():
+        old = json.loads(previous.read_text())
+        result = {**old, **result, "commands": sorted(set(old.get("commands", [old.get("command")])) | {result["command"]})}
     save("lora_reranker", result)
 
 
