@@ -17,7 +17,7 @@ from mmie_pipe.stages.relations import RelationsParams, RelationsStage
 
 
 def _client(responder, name):
-    backend = FakeBackend(FakeConfig(), responder)
+    backend = FakeBackend(FakeConfig(delay_s=0.01), responder)  # calls overlap, as on a server
     stats = CallStats()
     return ModelClient(backend, GenerationCache(enabled=False), stage=name, stage_version=1, stats=stats), backend, stats
 

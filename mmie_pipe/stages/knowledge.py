@@ -19,7 +19,7 @@ from ..model_io import Message, ModelRequest, Sampling
 from ..prompts import render
 from ..records import Record
 from ..registry import stages
-from .base import Stage
+from .base import Role, Stage
 from .context import clip, image_words
 from .shots import FewShotParams, ShotPicker
 
@@ -56,7 +56,11 @@ class KnowledgeStage(Stage):
     reads = ("text",)
     optional_reads = ("caption", "visual_context")
     writes = ("knowledge", "examples")
-    uses_model = True
+    roles = {"llm": Role(needs=frozenset({"completion"}), description="the LLM writing the knowledge")}
+
+    @classmethod
+    def role_needs(cls, params: KnowledgeParams) -> dict[str, frozenset[str]]:
+        return {"llm": frozenset({"completion" if params.mode == "completion" else "chat"})}
 
     def __init__(self, params: KnowledgeParams, model, context):
         super().__init__(params, model, context)

@@ -20,22 +20,24 @@ from typing import Literal
 
 from pydantic import Field
 
-from ..errors import ModelCallError
+from ..calls import fan_out
 from ..fewshot import Example
 from ..model_io import Message, ModelRequest, Sampling
 from ..prompts import render
 from ..records import Entity, Record, find_span
 from ..registry import stages
-from .base import Stage
+from .base import Role, Stage
 from .context import clip, image_words
 from .extract import normalise_type
 from .multiple_choice import (
     FALLBACK_COUNTER,
     MultipleChoiceParams,
     Options,
+    choice_needs,
     choice_request,
     lay_out,
-    read_choice,
+    read_outcome,
+    report_failed,
     without_none,
 )
 from .shots import FewShotParams, ShotPicker
@@ -158,7 +160,11 @@ class SpansStage(Stage):
     reads = ("text",)
     optional_reads = ("caption", "visual_context")
     writes = ("spans", "examples")
-    uses_model = True
+    roles = {"llm": Role(needs=frozenset({"completion"}), description="the LLM proposing mentions")}
+
+    @classmethod
+    def role_needs(cls, params: SpansParams) -> dict[str, frozenset[str]]:
+        return {"llm": frozenset({"completion" if params.mode == "completion" else "chat"})}
 
     def __init__(self, params: SpansParams, model, context):
         super().__init__(params, model, context)
@@ -203,14 +209,13 @@ class SpansStage(Stage):
     async def process(self, record: Record) -> None:
         examples = await self.shots.apick(record)
         asked = self.build_requests(record, examples)
-        outcomes = await self.model.fan_out([self.model.generate(request) for _, request in asked])
-        failed = [o for o in outcomes if not o.ok]
-        if failed:
-            raise ModelCallError(f"{len(failed)} of {len(asked)} span questions failed: {failed[0].error}")
-        mentions = [m for o in outcomes for m in parse_mentions(o.value.text)]
+        outcomes = await fan_out([self.model.generate(request) for _, request in asked])
+        report_failed(record, self.qualified_name, "span", [o for o in outcomes if not o.ok], len(asked))
+        mentions = [m for o in outcomes if o.ok for m in parse_mentions(o.value.text)]
         spans = locate_mentions(record.text, mentions, strip_sigils=self.params.strip_sigils)
-        record.spans = [Entity(text=record.text[s:e], start=s, end=e) for s, e in spans]
-        record.provenance["spans"] = f"{self.qualified_name}:{self.model.backend.identity().get('name', '?')}"
+        by = f"{self.qualified_name} {self.model.backend.identity().get('name', '?')}"
+        record.spans = [Entity(text=record.text[s:e], start=s, end=e, provenance={"span": by}) for s, e in spans]
+        record.provenance["spans"] = by
 
 
 # -- choice ------------------------------------------------------------------------------------
@@ -243,7 +248,11 @@ class ChoiceStage(Stage):
     reads = ("text", "spans")
     optional_reads = ("caption", "visual_context")
     writes = ("entities", "examples")
-    uses_model = True
+    roles = {"llm": Role(needs=frozenset({"completion", "choice_probs"}), description="the LLM answering the questions")}
+
+    @classmethod
+    def role_needs(cls, params: ChoiceParams) -> dict[str, frozenset[str]]:
+        return choice_needs(params.mode)
 
     def __init__(self, params: ChoiceParams, model, context):
         super().__init__(params, model, context)
@@ -289,15 +298,14 @@ class ChoiceStage(Stage):
         spans = record.spans or []
         examples = await self.shots.apick(record)
         asked = [(span, *self.build_request(record, span.text, examples)) for span in spans]
-        outcomes = await self.model.fan_out(
-            [self.model.choose(request, list(options.letters)) for _, request, options in asked]
-        )
-        failed = [o for o in outcomes if not o.ok]
-        if failed:
-            raise ModelCallError(f"{len(failed)} of {len(asked)} span questions failed: {failed[0].error}")
-        entities, fallbacks = [], 0
+        outcomes = await fan_out([self.model.choose(request, list(options.letters)) for _, request, options in asked])
+        by = f"{self.qualified_name} {self.model.backend.identity().get('name', '?')}"
+        entities, fallbacks, failed = [], 0, []
         for (span, _, options), outcome in zip(asked, outcomes):
-            reading = read_choice(outcome.value, options)
+            reading = read_outcome(outcome, options)
+            if reading is None:
+                failed.append(outcome)
+                continue
             fallbacks += not reading.usable
             if reading.chosen == NONE_KEY:
                 continue
@@ -306,9 +314,11 @@ class ChoiceStage(Stage):
                 Entity(
                     text=span.text, start=span.start, end=span.end, type=reading.chosen,
                     score=reading.probs[reading.chosen], type_probs=type_probs, none_prob=none_prob,
+                    provenance={**span.provenance, "type": by, "type_probs": by, "none_prob": by},
                 )
             )
-        if fallbacks:
-            self.context.count(FALLBACK_COUNTER, fallbacks)
+        report_failed(record, self.qualified_name, "span", failed, len(asked))
+        if fallbacks and self.context.stats is not None:
+            self.context.stats.count(FALLBACK_COUNTER, fallbacks)
         record.entities = entities
-        record.provenance["entities"] = f"{self.qualified_name}:{self.model.backend.identity().get('name', '?')}"
+        record.provenance["entities"] = by

@@ -14,8 +14,11 @@ from typing import Literal
 
 from pydantic import Field
 
+from ..calls import Outcome
+from ..errors import ParseError
 from ..model_io import Message, ModelRequest, ModelResponse, Sampling
-from .base import StageParams
+from ..records import Record, StageError
+from .base import Role, StageParams
 
 LETTERINGS: dict[str, str] = {
     "upper": "ABCDEFGHIJKLMNOPQRST",
@@ -24,6 +27,16 @@ LETTERINGS: dict[str, str] = {
 }
 Lettering = Literal["upper", "lower", "digits"]
 FALLBACK_COUNTER = "choice_fallbacks"
+
+
+def choice_roles() -> dict[str, Role]:
+    return {"llm": Role(needs=frozenset({"completion", "choice_probs"}), description="the LLM answering the questions")}
+
+
+def choice_needs(mode: str) -> dict[str, frozenset[str]]:
+    """A scored answer needs the first token's distribution (servers) or option likelihoods
+    (transformers), on a completion or a chat prompt."""
+    return {"llm": frozenset({"completion" if mode == "completion" else "chat", "choice_probs"})}
 
 
 class MultipleChoiceParams(StageParams):
@@ -102,11 +115,7 @@ def read_choice(response: ModelResponse, options: Options) -> Reading:
         and len(scores.unseen) < len(options.letters)
     )
     if not usable:
-        # Never a random option: the none option takes all the mass (without one, nothing does).
-        fallback = {key: 0.0 for key in options.keys}
-        if options.none_key:
-            fallback[options.none_key] = 1.0
-        return Reading(fallback, options.none_key, False)
+        return fallback_reading(options)
     probs: dict[str, float] = {}
     for letter, key in zip(options.letters, options.keys):
         probs[key] = probs.get(key, 0.0) + probs_by_letter.get(letter, 0.0) / total
@@ -114,6 +123,34 @@ def read_choice(response: ModelResponse, options: Options) -> Reading:
     # largest summed probability is the answer.
     chosen = max(probs, key=lambda k: (probs[k], -options.keys.index(k)))
     return Reading(probs, chosen, True)
+
+
+def fallback_reading(options: Options) -> Reading:
+    """Never a random option: the none option takes all the mass (without one, nothing does)."""
+    probs = {key: 0.0 for key in options.keys}
+    if options.none_key:
+        probs[options.none_key] = 1.0
+    return Reading(probs, options.none_key, False)
+
+
+def read_outcome(outcome: Outcome[ModelResponse], options: Options) -> Reading | None:
+    """A fanned-out question's reading; an answer with no option among the model's likely first
+    tokens (a parse error) is the fallback; None when the call itself failed (after retries)."""
+    if outcome.ok:
+        return read_choice(outcome.value, options)
+    if isinstance(outcome.exception, ParseError):
+        return fallback_reading(options)
+    return None
+
+
+def report_failed(record: Record, stage: str, what: str, failed: list[Outcome], total: int) -> None:
+    """Questions whose calls failed: the record says so (it is retried on resume; the answered
+    questions come back from the cache) and keeps the items that were answered."""
+    if failed:
+        record.errors.append(StageError(
+            stage=stage, line=record.line, kind="model",
+            reason=f"{len(failed)} of {total} {what} questions failed; their items are left out: {failed[0].error}",
+        ))
 
 
 def without_none(probs: dict[str, float], none_key: str) -> tuple[dict[str, float], float]:

@@ -23,14 +23,24 @@ from typing import Literal
 import yaml
 from pydantic import Field
 
-from ..errors import ConfigError, ModelCallError, StageInputError
+from ..calls import fan_out
+from ..errors import ConfigError, StageInputError
 from ..model_io import ModelRequest
 from ..prompts import render
 from ..records import Entity, Record, Relation
 from ..registry import stages
-from .base import Stage
+from .base import Role, Stage
 from .context import image_words
-from .multiple_choice import FALLBACK_COUNTER, MultipleChoiceParams, Options, choice_request, lay_out, read_choice
+from .multiple_choice import (
+    FALLBACK_COUNTER,
+    MultipleChoiceParams,
+    Options,
+    choice_needs,
+    choice_request,
+    lay_out,
+    read_outcome,
+    report_failed,
+)
 
 PACKAGE_TABLES = resources.files("mmie_pipe") / "prompts" / "relations"
 # Entity type labels of the NER data sets -> the table's kinds.
@@ -116,7 +126,11 @@ class RelationsStage(Stage):
     reads = ("text",)
     optional_reads = ("gold", "entities", "caption", "visual_context")
     writes = ("relations",)
-    uses_model = True
+    roles = {"llm": Role(needs=frozenset({"completion", "choice_probs"}), description="the LLM answering the questions")}
+
+    @classmethod
+    def role_needs(cls, params: RelationsParams) -> dict[str, frozenset[str]]:
+        return choice_needs(params.mode)
 
     def __init__(self, params: RelationsParams, model, context):
         super().__init__(params, model, context)
@@ -155,8 +169,10 @@ class RelationsStage(Stage):
     def best_pair(self, head: dict[str, float], tail: dict[str, float]) -> tuple[str, str]:
         return max(self.table.pairs(), key=lambda pair: head.get(pair[0], 0.0) * tail.get(pair[1], 0.0))
 
-    async def _argument_types(self, record: Record, arguments: list[Entity]) -> tuple[dict[tuple[int, int], dict[str, float] | None], int]:
-        """Type distribution per argument span (None: unusable answer), and the fallback count."""
+    async def _argument_types(
+        self, record: Record, arguments: list[Entity]
+    ) -> tuple[dict[tuple[int, int], dict[str, float] | None], int]:
+        """Type distribution per argument span (None: no usable answer), and the fallback count."""
         known: dict[tuple[int, int], dict[str, float] | None] = {}
         ask: list[Entity] = []
         for arg in arguments:
@@ -166,44 +182,49 @@ class RelationsStage(Stage):
             elif (arg.start, arg.end) not in known and all((a.start, a.end) != (arg.start, arg.end) for a in ask):
                 ask.append(arg)
         questions = [self.type_question(record, arg.text) for arg in ask]
-        outcomes = await self.model.fan_out([self.model.choose(req, list(opts.letters)) for req, opts in questions])
-        failed = [o for o in outcomes if not o.ok]
-        if failed:
-            raise ModelCallError(f"{len(failed)} of {len(ask)} argument type questions failed: {failed[0].error}")
-        fallbacks = 0
+        outcomes = await fan_out([self.model.choose(req, list(opts.letters)) for req, opts in questions])
+        fallbacks, failed = 0, []
         for arg, (_, options), outcome in zip(ask, questions, outcomes):
-            reading = read_choice(outcome.value, options)
-            fallbacks += not reading.usable
-            known[(arg.start, arg.end)] = reading.probs if reading.usable else None
+            reading = read_outcome(outcome, options)
+            if reading is None:
+                failed.append(outcome)
+            else:
+                fallbacks += not reading.usable
+            known[(arg.start, arg.end)] = reading.probs if reading is not None and reading.usable else None
+        report_failed(record, self.qualified_name, "argument type", failed, len(ask))
         return known, fallbacks
 
     async def process(self, record: Record) -> None:
         pairs = self._pairs(record)
         types, fallbacks = await self._argument_types(record, [a for pair in pairs for a in pair])
+        by = f"{self.qualified_name} {self.model.backend.identity().get('name', '?')}"
         relations: list[Relation | None] = [None] * len(pairs)
         asked: list[tuple[int, Options]] = []
         requests = []
         for i, (head, tail) in enumerate(pairs):
             head_types, tail_types = types[(head.start, head.end)], types[(tail.start, tail.end)]
             if head_types is None or tail_types is None:
-                # An unusable typing answer: no relation, as for an unusable relation answer.
-                relations[i] = Relation(head=head, tail=tail, label=self.table.no_relation, score=None)
+                # No usable type: no relation, as for an unusable relation answer (a failed call
+                # is already reported on the record).
+                relations[i] = Relation(head=head, tail=tail, label=self.table.no_relation)
                 continue
             request, options = self.relation_question(record, head.text, tail.text, self.best_pair(head_types, tail_types))
             asked.append((i, options))
             requests.append(request)
-        outcomes = await self.model.fan_out([self.model.choose(req, list(opts.letters)) for req, (_, opts) in zip(requests, asked)])
-        failed = [o for o in outcomes if not o.ok]
-        if failed:
-            raise ModelCallError(f"{len(failed)} of {len(requests)} relation questions failed: {failed[0].error}")
+        outcomes = await fan_out([self.model.choose(req, list(opts.letters)) for req, (_, opts) in zip(requests, asked)])
+        failed = []
         for (i, options), outcome in zip(asked, outcomes):
-            head, tail = pairs[i]
-            reading = read_choice(outcome.value, options)
+            reading = read_outcome(outcome, options)
+            if reading is None:
+                failed.append(outcome)
+                continue
             fallbacks += not reading.usable
+            head, tail = pairs[i]
             relations[i] = Relation(
                 head=head, tail=tail, label=reading.chosen, score=reading.probs[reading.chosen], label_probs=reading.probs
             )
-        if fallbacks:
-            self.context.count(FALLBACK_COUNTER, fallbacks)
+        report_failed(record, self.qualified_name, "relation", failed, len(asked))
+        if fallbacks and self.context.stats is not None:
+            self.context.stats.count(FALLBACK_COUNTER, fallbacks)
         record.relations = [r for r in relations if r is not None]
-        record.provenance["relations"] = f"{self.qualified_name}:{self.model.backend.identity().get('name', '?')}"
+        record.provenance["relations"] = by
