@@ -19,7 +19,7 @@ import os
 import time
 from pathlib import Path
 
-from common import ROOT, save
+from common import RESULTS, ROOT, save
 
 from mmie_pipe.data import load_split
 from mmie_pipe.data.jsonl import iter_prediction_records, write_jsonl
@@ -43,12 +43,13 @@ def tag(model: str, data: Path, out: Path, context: list[str]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", required=True, help="trained tagger folder (best/ or last/)")
-    parser.add_argument("--own", required=True, help="predictions of a pgim run (records with `knowledge`)")
+    parser.add_argument("--own", help="predictions of a pgim run (records with `knowledge`); without: only (a), (c) on the split")
+    parser.add_argument("--skip-full", action="store_true", help="only the tweets of (b), not the whole test split")
     args = parser.parse_args()
     runs = Path(os.environ.get("MMIE_BENCH_RUNS", ROOT / "runs" / "bench_pgim_tagger"))
     runs.mkdir(parents=True, exist_ok=True)
     test = list(load_split("twitter2017", "test", knowledge="pgim"))
-    own = [json.loads(line) for line in Path(args.own).read_text(encoding="utf-8").splitlines() if line.strip()]
+    own = [json.loads(line) for line in Path(args.own).read_text(encoding="utf-8").splitlines() if line.strip()] if args.own else []
     own = [r for r in own if not r.get("errors") and r.get("knowledge")]
     ids = {r["id"] for r in own}
     files = {"full": test, "subset": [r for r in test if r.id in ids]}
@@ -60,15 +61,23 @@ def main() -> None:
     paths["own"] = runs / "t17_test_subset_own_knowledge.jsonl"
     keep = ("id", "text", "tokens", "caption", "gold", "meta", "knowledge")
     paths["own"].write_text("".join(json.dumps({k: r[k] for k in keep if k in r}) + "\n" for r in own), encoding="utf-8")
-    results = {
+    results = {} if args.skip_full else {
         "a_pgim_knowledge_full": tag(args.model, paths["full"], runs / "a_full", ["knowledge"]),
         "c_no_knowledge_full": tag(args.model, paths["full"], runs / "c_full", []),
-        "a_pgim_knowledge_subset": tag(args.model, paths["subset"], runs / "a_subset", ["knowledge"]),
-        "b_own_knowledge_subset": tag(args.model, paths["own"], runs / "b_subset", ["knowledge"]),
-        "c_no_knowledge_subset": tag(args.model, paths["subset"], runs / "c_subset", []),
     }
+    if own:
+        results |= {
+            "a_pgim_knowledge_subset": tag(args.model, paths["subset"], runs / "a_subset", ["knowledge"]),
+            "b_own_knowledge_subset": tag(args.model, paths["own"], runs / "b_subset", ["knowledge"]),
+            "c_no_knowledge_subset": tag(args.model, paths["subset"], runs / "c_subset", []),
+        }
+    # Parts may be run separately; earlier results of the others are kept.
+    previous = RESULTS / "pgim_tagger.json"
+    kept = {k: v for k, v in (json.loads(previous.read_text()) if previous.exists() else {}).items()
+            if k.startswith(("a_", "b_", "c_")) and k not in results}
+    results = {**kept, **results}
     manifest = Path(args.model).parent / "manifest.json"
-    save("pgim_tagger", {"model": args.model, "subset_tweets": len(ids),
+    save("pgim_tagger", {"model": args.model, "subset_tweets": len(ids), "load_average_at_end": os.getloadavg(),
                          "training": json.loads(manifest.read_text()) if manifest.exists() else None, **results})
 
 
