@@ -8,6 +8,7 @@ replays its finished calls from the cache.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Generic, TypeVar
@@ -20,6 +21,7 @@ from .errors import ParseError
 from .model_io import Message, ModelRequest, ModelResponse, Usage
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -54,11 +56,19 @@ async def through_cache(
     stage: str,
     stats: CallStats | None,
     compute: Callable[[], Awaitable[dict[str, Any]]],
+    check: Callable[[dict[str, Any]], Any] | None = None,
 ) -> tuple[dict[str, Any], bool]:
     """The one read-through path into the generation cache, for model calls and local tools alike:
-    a hit is counted and computes nothing; a miss is counted, computed and stored. Returns
-    (value, hit)."""
-    hit = cache.get(key) if cache is not None else None
+    a hit is counted and computes nothing; a miss is counted, computed and stored. A stored value
+    that `check` rejects is a damaged entry: it is recomputed and overwritten. Returns
+    (value, hit). SQLite runs off the event loop."""
+    hit = await cache.aget(key) if cache is not None else None
+    if hit is not None and check is not None:
+        try:
+            check(hit)
+        except (ValueError, TypeError, KeyError) as exc:
+            log.warning("cache entry %s for %s is damaged (%s); recomputing it", key[:12], stage, _brief(exc))
+            hit = None
     if hit is not None:
         if stats is not None:
             stats.cache_hits += 1
@@ -67,7 +77,7 @@ async def through_cache(
         stats.calls += 1
     value = await compute()
     if cache is not None:
-        cache.put(key, stage, value)
+        await cache.aput(key, stage, value)
     return value, False
 
 
@@ -110,7 +120,9 @@ class ModelClient:
             self.stats.usage = self.stats.usage + fresh.usage
             return fresh.model_dump(mode="json", exclude={"cached"})
 
-        value, hit = await through_cache(self.cache, self.key(request), self.stage, self.stats, call)
+        value, hit = await through_cache(
+            self.cache, self.key(request), self.stage, self.stats, call, check=ModelResponse.model_validate
+        )
         if not hit:
             return fresh
         return ModelResponse.model_validate(value).model_copy(update={"cached": True, "usage": Usage()})
@@ -165,7 +177,3 @@ def json_parser(model: type[BaseModel]) -> Callable[[str], BaseModel]:
         return model.model_validate(json.loads(match.group(0)))
 
     return parse
-
-
-def json_schema_of(model: type[BaseModel]) -> dict[str, Any]:
-    return model.model_json_schema()

@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..loop_local import LoopLocal
 from ..model_io import ModelRequest, ModelResponse
 
 # What a request may need; a backend lists what it supports so a stage fails early and clearly.
@@ -33,7 +34,7 @@ class Backend(ABC):
 
     def __init__(self, config: BackendConfig):
         self.config = config
-        self._slots: asyncio.Semaphore | None = None
+        self._slots: LoopLocal[asyncio.Semaphore] = LoopLocal(lambda: asyncio.Semaphore(self.config.concurrency))
 
     @abstractmethod
     def identity(self) -> dict[str, Any]:
@@ -65,9 +66,7 @@ class Backend(ABC):
 
     async def generate(self, request: ModelRequest) -> ModelResponse:
         """Run one request, at most `concurrency` at a time."""
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(self.config.concurrency)
-        async with self._slots:
+        async with self._slots.get():
             return await self._generate(request)
 
     @abstractmethod
