@@ -234,20 +234,25 @@ class Runner:
                                             should_stop=lambda: budget.exhausted)
                 if not finished:
                     summary.stopped = budget.message()
-                    log.error(summary.stopped)
         finally:
             bar.close()
             summary.seconds = time.perf_counter() - started
-            await self.close()
-            manifest.record_end(summary, self.context)
-        if resumed or window.out_of_order:
-            keep = None
-            if current_lines is not None:
-                keep = lambda data: _still_current(data, current_lines)  # noqa: E731
-            dropped = await asyncio.to_thread(rewrite_in_order, predictions, keep)
-            if dropped:
-                self.context.note_once(f"{dropped} unreadable or outdated lines were dropped from {predictions}")
+            try:
+                await self.close()
+                manifest.record_end(summary, self.context)
+            finally:
+                # Also after --strict, an interrupt or the error budget: the file is left in order.
+                if resumed or window.out_of_order:
+                    self._put_in_order(predictions, current_lines)
         return summary
+
+    def _put_in_order(self, predictions: Path, current_lines: dict[int, str] | None) -> None:
+        keep = None
+        if current_lines is not None:
+            keep = lambda data: _still_current(data, current_lines)  # noqa: E731
+        dropped = rewrite_in_order(predictions, keep)
+        if dropped:
+            self.context.note_once(f"{dropped} unreadable or outdated lines were dropped from {predictions}")
 
 
 def _line_hashes(path: Path) -> dict[int, str]:
