@@ -34,6 +34,11 @@ class CallStats:
     shared: int = 0  # identical requests answered by one call already in flight
     reasks: int = 0
     usage: Usage = field(default_factory=Usage)
+    # Events stages report for the run summary (e.g. MQA's `choice_fallbacks`).
+    events: dict[str, int] = field(default_factory=dict)
+
+    def count(self, event: str, n: int = 1) -> None:
+        self.events[event] = self.events.get(event, 0) + n
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -43,6 +48,7 @@ class CallStats:
             "reasks": self.reasks,
             "prompt_tokens": self.usage.prompt_tokens,
             "completion_tokens": self.usage.completion_tokens,
+            **self.events,
         }
 
 
