@@ -57,6 +57,14 @@ class Entity(Strict):
     # None = unknown; False = not in the image (GMNER "None" box); True = grounded.
     groundable: bool | None = None
     boxes: list[Box] = Field(default_factory=list)
+    # RiVEG: a one-line description of what the entity is (entity expansion), the probability that
+    # it is pictured (visual entailment), the grounding model's score for `boxes[0]`.
+    description: str | None = None
+    groundable_prob: float | None = Field(default=None, ge=0, le=1)
+    box_score: float | None = None
+    none_prob: float | None = Field(default=None, ge=0, le=1)
+    # Which stage and model set each per-entity field: {"description": "expand.v1 smollm2", ...}.
+    provenance: dict[str, str] | None = None
 
     @model_validator(mode="after")
     def _span(self) -> "Entity":
