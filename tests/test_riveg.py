@@ -161,7 +161,7 @@ def test_without_an_image_every_entity_is_ungroundable(bench, ssd):
 
 def boxes_for_alice_only(request) -> str:
     prompt = request.messages[0].content[-1].text
-    if "Alice" in prompt:
+    if "Find Alice " in prompt:
         return '{"bbox_2d": [100, 0, 600, 2000]}'
     raise ConnectionError("the server went away")
 
