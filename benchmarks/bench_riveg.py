@@ -57,7 +57,9 @@ def write_inputs(records: list[Record], path: Path, *, gold_entities: bool) -> P
 
 def llm_backend(server) -> dict:
     return {"kind": "openai", "model": "smollm2", "base_url": server.base_url, "flavor": "llamacpp",
-            "supports_images": False, "concurrency": 8}
+            "supports_images": False, "concurrency": 8,
+            # a shared, loaded machine: a slow answer is waited for, not retried (a retry re-queues it)
+            "timeout_s": 900, "max_retries": 1}
 
 
 def run_pipeline(config: dict, data: Path, out: Path) -> tuple[dict, float]:
