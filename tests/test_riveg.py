@@ -233,16 +233,16 @@ def test_vlm_yes_no_probabilities_sum_to_one(bench, picture, tmp_path):
     from tiny_vision_models import build_tiny_llava
 
     from mmie_pipe.adapters.transformers_backend import TransformersBackend, TransformersConfig
-    from mmie_pipe.stages.riveg_items import choose
 
     backend = TransformersBackend(TransformersConfig(model=str(build_tiny_llava(tmp_path / "llava")), family="llava", device="cpu"))
     run(backend.start())
     stage = bench.stage(EntailEntities, {"method": "vlm", "query": "name"}, backend)
     post = "a cat"
     request = run(stage.vlm_request(Record(id="p", text=post, image=str(picture)), entity(post, "cat", "MISC")))
-    best, probs = run(choose(stage.model, request, ("yes", "no")))
-    assert set(probs) == {"yes", "no"} and sum(probs.values()) == pytest.approx(1.0) and probs[best] >= 0.5
-    assert 0.0 < probs["yes"] < 1.0  # the whole vocabulary is in the top log-probabilities
+    response = run(stage.model.choose(request, ("yes", "no")))
+    probs = response.choice.probs
+    assert set(probs) == {"yes", "no"} and sum(probs.values()) == pytest.approx(1.0) and probs[response.text] >= 0.5
+    assert 0.0 < probs["yes"] < 1.0
 
 
 def test_open_vocab_queries_the_descriptions_on_a_tiny_owlv2(bench, tmp_path):
@@ -322,3 +322,9 @@ def test_riveg_runs_end_to_end_on_the_examples(llama_server, tmp_path):
     assert decided and all("groundable" in e and "description" in e for e in decided)
     with_image = [e for r in rows if r.get("image") for e in r.get("entities", []) if e["groundable"]]
     assert all(e["boxes"] for e in with_image)
+
+
+def test_validate_checks_the_method_against_the_bound_backend():
+    raw, source = load_pipeline("riveg", overrides=["stages.entail.params.method=vlm"])
+    problems = validate_pipeline(raw, source).problems
+    assert len(problems) == 1 and "entail" in problems[0] and "images" in problems[0], problems

@@ -42,7 +42,7 @@ class DetectorConfig(ToolConfig):
 
 
 class Detector(LocalTool):
-    capabilities = frozenset({"detect"})
+    base_capabilities = frozenset({"detect"})
     # True when `detect` looks for the text queries it is given (open vocabulary); a closed-label
     # detector ignores them and callers match its labels themselves.
     open_vocabulary: bool = False
@@ -166,11 +166,11 @@ class TransformersZeroShot(Detector):
         self.processor = None
 
     def identity(self) -> dict[str, Any]:
-        from .vllm_backend import _dir_fingerprint
+        from ..files import dir_sha256
 
         c = self.config
         return {
-            "name": c.model, "revision": c.revision or _dir_fingerprint(c.model),
+            "name": c.model, "revision": c.revision or dir_sha256(c.model),
             "queries": list(c.queries or []), "min_score": c.min_score,
         }
 

@@ -30,7 +30,7 @@ class OcrConfig(ToolConfig):
 
 
 class OcrEngine(LocalTool):
-    capabilities = frozenset({"ocr"})
+    base_capabilities = frozenset({"ocr"})
 
     @abstractmethod
     def read(self, image: "Image") -> list[OcrLine]:

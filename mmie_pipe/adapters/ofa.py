@@ -120,12 +120,15 @@ class OfaTool(LocalTool):
         self.config: OfaConfig = config
         self.pipe = None
         self.shims: list[str] = []
-        self.capabilities = frozenset({"entail"} if config.task == "visual_entailment" else {"ground"})
+
+    @classmethod
+    def capabilities_of(cls, config: OfaConfig) -> frozenset[str]:
+        return frozenset({"entail"} if config.task == "visual_entailment" else {"ground"})
 
     def identity(self) -> dict[str, Any]:
-        from .vllm_backend import _dir_fingerprint
+        from ..files import dir_sha256
 
-        return {"name": "ofa", "task": self.config.task, "weights": _dir_fingerprint(self.config.model) or self.config.model}
+        return {"name": "ofa", "task": self.config.task, "weights": dir_sha256(self.config.model) or self.config.model}
 
     def load(self) -> None:
         if self.pipe is not None:

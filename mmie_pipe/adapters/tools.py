@@ -26,8 +26,16 @@ class LocalTool(ABC):
     kind: ClassVar[str]
     Config: ClassVar[type[ToolConfig]]
     # What a stage may ask of it: "detect" (boxes, optionally for text queries), "ocr",
-    # "entail" / "ground" (OFA). Checked when a stage binds the tool.
-    capabilities: ClassVar[frozenset[str]] = frozenset()
+    # "entail" / "ground" (OFA). `validate` checks them against the roles a stage binds it to.
+    base_capabilities: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def capabilities_of(cls, config: ToolConfig) -> frozenset[str]:
+        return cls.base_capabilities
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        return self.capabilities_of(self.config)
 
     def __init__(self, config: ToolConfig):
         self.config = config

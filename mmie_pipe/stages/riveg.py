@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field
 
 from ..adapters.detectors import Detector
 from ..adapters.tools import LocalTool
-from ..calls import json_parser
+from ..calls import fan_out, json_parser
 from ..errors import ConfigError
 from ..images import ImageOptions, model_image
 from ..model_io import Constraint, Message, ModelRequest, Sampling, TextPart
@@ -37,9 +37,9 @@ from ..registry import stages
 from ..tool_calls import ToolClient
 from ..vision.coco import COCO_LABELS
 from ..vision.coords import Convention, to_pixels
-from .base import Stage, StageParams
+from .base import Role, Stage, StageParams
 from .riveg_items import (
-    QueryStyle, choose, fan_out, load_examples, mark, one_line, query_text, record_item_error, visual_text,
+    QueryStyle, load_examples, mark, one_line, query_text, record_item_error, visual_text, yes_probability,
 )
 
 VISUAL_FIELDS = ("caption", "visual_context")
@@ -80,7 +80,7 @@ class ExpandEntities(Stage):
     reads = ("entities",)
     optional_reads = VISUAL_FIELDS
     writes = ("entities",)
-    uses_model = True
+    roles = {"llm": Role(needs=frozenset({"completion"}))}
     INSTRUCTION = "Say in a few words what each entity mentioned in a tweet is."
 
     def __init__(self, params: ExpandParams, model, context):
@@ -111,14 +111,14 @@ class ExpandEntities(Stage):
     async def process(self, record: Record) -> None:
         if not record.entities:
             return
-        outcomes = await fan_out(self.model, [self.describe_entity(record, e) for e in record.entities])
+        outcomes = await fan_out([self.describe_entity(record, e) for e in record.entities])
         source = _source(self, self.model.backend)
         for entity, outcome in zip(record.entities, outcomes):
             if outcome.ok:
                 entity.description = outcome.value
                 mark(entity, source, "description")
             else:
-                record_item_error(record, self.qualified_name, entity, outcome.error)
+                record_item_error(record, self.qualified_name, entity, outcome)
 
 
 # -- shared by entail and ground --------------------------------------------------------------------
@@ -140,8 +140,14 @@ class _VisualStage(Stage):
     reads = ("entities",)
     optional_reads = ("image", *VISUAL_FIELDS)
     writes = ("entities",)
-    uses_model = True
+    # One model or tool per stage; what it must be able to do depends on `method`.
+    roles = {"model": Role(description="entailment / grounding backend (a model, a detector or OFA)")}
     methods: ClassVar[tuple[str, ...]]
+    METHOD_NEEDS: ClassVar[dict[str, frozenset[str]]]
+
+    @classmethod
+    def role_needs(cls, params) -> dict[str, frozenset[str]]:
+        return {"model": cls.METHOD_NEEDS.get(params.method, frozenset())}
 
     def __init__(self, params, model, context):
         super().__init__(params, model, context)
@@ -246,8 +252,11 @@ class EntailEntities(_VisualStage):
     version = 1
     Params = EntailParams
     methods = ("caption", "vlm", "ofa", "open_vocab", "detector")
+    METHOD_NEEDS = {
+        "caption": frozenset({"completion", "choice_probs"}), "vlm": frozenset({"chat", "images", "choice_probs"}),
+        "ofa": frozenset({"entail"}), "open_vocab": frozenset({"detect"}), "detector": frozenset({"detect"}),
+    }
     INSTRUCTION = "Say whether each entity can be seen in the picture described."
-    OPTIONS = ("yes", "no")
 
     def __init__(self, params: EntailParams, model, context):
         super().__init__(params, model, context)
@@ -274,8 +283,7 @@ class EntailEntities(_VisualStage):
         return ModelRequest(messages=(Message(role="user", content=(image.part, TextPart(text=text))),), sampling=Sampling(max_tokens=1))
 
     async def ask_yes(self, request: ModelRequest) -> float:
-        _, probs = await choose(self.model, request, self.OPTIONS)
-        return probs["yes"]
+        return await yes_probability(self.model, request)
 
     async def ofa_yes(self, record: Record, entity: Entity) -> float:
         hypothesis = query_text(entity, self.params.query)
@@ -317,12 +325,12 @@ class EntailEntities(_VisualStage):
             jobs = [self._vlm_yes(record, e) for e in entities]
         else:
             jobs = [self.ofa_yes(record, e) for e in entities]
-        outcomes = await fan_out(self.model if self.method in ("caption", "vlm") else None, jobs)
+        outcomes = await fan_out(jobs)
         for entity, outcome in zip(entities, outcomes):
             if outcome.ok:
                 self.decide(entity, outcome.value, source)
             else:
-                record_item_error(record, self.qualified_name, entity, outcome.error)
+                record_item_error(record, self.qualified_name, entity, outcome)
 
     async def _vlm_yes(self, record: Record, entity: Entity) -> float:
         return await self.ask_yes(await self.vlm_request(record, entity))
@@ -369,6 +377,8 @@ class GroundEntities(_VisualStage):
     version = 1
     Params = GroundParams
     methods = ("vlm", "ofa", "open_vocab", "detector")
+    METHOD_NEEDS = {"vlm": frozenset({"chat", "images"}), "ofa": frozenset({"ground"}),
+                    "open_vocab": frozenset({"detect"}), "detector": frozenset({"detect"})}
 
     def __init__(self, params: GroundParams, model, context):
         super().__init__(params, model, context)
@@ -421,12 +431,10 @@ class GroundEntities(_VisualStage):
             for entity, pick in zip(wanted, self.assign_boxes(wanted, found)):
                 self.place(entity, pick.box if pick else None, pick.score if pick else None, source)
             return
-        if self.method == "vlm":
-            outcomes = await fan_out(self.model, [self.vlm_box(record, e) for e in wanted])
-        else:
-            outcomes = await fan_out(None, [self.ofa_box(record, e) for e in wanted])
+        boxes = self.vlm_box if self.method == "vlm" else self.ofa_box
+        outcomes = await fan_out([boxes(record, e) for e in wanted])
         for entity, outcome in zip(wanted, outcomes):
             if outcome.ok:
                 self.place(entity, *outcome.value, source)
             else:
-                record_item_error(record, self.qualified_name, entity, outcome.error)
+                record_item_error(record, self.qualified_name, entity, outcome)

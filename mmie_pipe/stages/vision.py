@@ -30,7 +30,7 @@ from ..registry import stages
 from ..vision.boxes import filter_detections
 from ..vision.captions import caption_index, image_key
 from ..vision.context import ContextStyle, build_visual_context
-from .base import Stage, StageParams
+from .base import Role, Stage, StageParams
 
 
 class VisionParams(StageParams, ImageOptions):
@@ -66,8 +66,7 @@ class _CachedToolStage(Stage):
         raise NotImplementedError
 
     # A detector / OCR engine declared under `backends:` and bound with `backend: <role>` replaces
-    # the one named in the stage's parameters (so a profile can swap it).
-    accepts_model = True
+    # the one named in the stage's parameters (so a profile can swap it); see the subclasses' roles.
 
     async def setup(self) -> None:
         self.tool = self.model.backend if self.model is not None else self.build_tool()
@@ -124,6 +123,7 @@ class ObjectsStage(_CachedToolStage):
     writes = ("objects",)
     tool_kind = "detector"
     capability = "detect"
+    roles = {"detector": Role(needs=frozenset({"detect"}), required=False)}
 
     def build_tool(self):
         from ..adapters.detectors import build_detector
@@ -161,6 +161,7 @@ class OcrStage(_CachedToolStage):
     writes = ("ocr",)
     tool_kind = "ocr"
     capability = "ocr"
+    roles = {"ocr": Role(needs=frozenset({"ocr"}), required=False)}
 
     def build_tool(self):
         from ..adapters.ocr import build_ocr
@@ -218,9 +219,7 @@ class CaptionStage(Stage):
     optional_reads = ("image", "caption", "objects", "ocr")
     writes = ("caption",)
     # The model is optional: without one the stage serves precomputed captions (embedded default).
-    # The runner gives a ModelClient to stages that declare `accepts_model` when a backend is named.
-    uses_model = False
-    accepts_model = True
+    roles = {"vlm": Role(needs=frozenset({"chat", "images"}), required=False, description="an image-text model")}
 
     def __init__(self, params: CaptionParams, model, context):
         super().__init__(params, model, context)
