@@ -8,7 +8,8 @@ captioners (mPLUG-Owl, BLIP-2) stand in for the image.
 
 `caption`: gold entities (without boxes) go in; `expand` describes each, `entail` (method caption)
 decides whether it is pictured. Scored against gold groundability (an entity is groundable when it
-has a box): accuracy, and P/R/F1 of the groundable class, against the all-ungroundable baseline.
+has a box): accuracy, P/R/F1 of the groundable class and the ROC AUC of `groundable_prob`, against the
+all-ungroundable baseline.
 `e2e`: the `riveg` pipeline's text stages with the entailer bound to the LLM; MNER / EEG / GMNER F1
 of the run, and of the same entities all marked ungroundable (the baseline). With no images there
 are no boxes, so only ungroundable decisions can be right in EEG / GMNER.
@@ -72,10 +73,13 @@ def run_pipeline(config: dict, data: Path, out: Path) -> tuple[dict, float]:
 def groundability(pred_path: Path) -> dict:
     """Entity-level accuracy and groundable-class P/R/F1 against gold (groundable = has a box)."""
     tp = fp = fn = tn = 0
+    scored: list[tuple[float, bool]] = []
     for record in iter_prediction_records(pred_path):
         gold = {(e.start, e.end): bool(e.boxes) for e in (record.gold.entities if record.gold else [])}
         for e in record.entities or []:
             truth, said = gold.get((e.start, e.end), False), bool(e.groundable)
+            if e.groundable_prob is not None:
+                scored.append((e.groundable_prob, truth))
             tp += truth and said
             fp += said and not truth
             fn += truth and not said
@@ -85,8 +89,19 @@ def groundability(pred_path: Path) -> dict:
     r = tp / (tp + fn) if tp + fn else 0.0
     return {"entities": total, "gold_groundable": tp + fn, "said_groundable": tp + fp,
             "accuracy": (tp + tn) / total if total else 0.0, "precision": p, "recall": r,
-            "f1": 2 * p * r / (p + r) if p + r else 0.0,
+            "f1": 2 * p * r / (p + r) if p + r else 0.0, "auc_groundable_prob": auc(scored),
             "baseline_all_ungroundable": {"accuracy": (fp + tn) / total if total else 0.0, "f1": 0.0}}
+
+
+def auc(scored: list[tuple[float, bool]]) -> float | None:
+    """Area under the ROC curve of P(pictured) against gold groundability (ties count half):
+    how well the probabilities rank entities, whatever the threshold."""
+    pos = [p for p, t in scored if t]
+    neg = [p for p, t in scored if not t]
+    if not pos or not neg:
+        return None
+    wins = sum((a > b) + 0.5 * (a == b) for a in pos for b in neg)
+    return wins / (len(pos) * len(neg))
 
 
 def caption_benchmark(args) -> None:
