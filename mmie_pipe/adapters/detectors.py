@@ -79,6 +79,8 @@ class SsdConfig(DetectorConfig):
 @backends.register("ssd_mobilenet_v2_coco")
 @detectors.register("ssd_mobilenet_v2_coco")
 class SsdMobileNetCoco(Detector):
+    """COCO object detector (SSD MobileNet v2, 80 labels) on OpenCV DNN, CPU: the embedded default."""
+
     kind = "ssd_mobilenet_v2_coco"
     Config = SsdConfig
 
@@ -155,6 +157,8 @@ class ZeroShotConfig(DetectorConfig):
 @backends.register("transformers_zero_shot")
 @detectors.register("transformers_zero_shot")
 class TransformersZeroShot(Detector):
+    """Open-vocabulary detector through transformers (OWLv2, Grounding DINO), local weights, text queries."""
+
     kind = "transformers_zero_shot"
     Config = ZeroShotConfig
     open_vocabulary = True

@@ -64,6 +64,8 @@ class RapidOcrConfig(OcrConfig):
 @backends.register("rapidocr")
 @ocr_engines.register("rapidocr")
 class RapidOcr(OcrEngine):
+    """Text lines in images with RapidOCR (PP-OCR ONNX models inside the wheel), CPU."""
+
     kind = "rapidocr"
     Config = RapidOcrConfig
 
