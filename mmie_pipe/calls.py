@@ -30,14 +30,32 @@ class CallStats:
     cache_hits: int = 0
     reasks: int = 0
     usage: Usage = field(default_factory=Usage)
+    # Per model name: tokens spent on calls made, and tokens the cache hits had cost when they were
+    # made (together: what a fresh run pays). Read by cost estimates (`pricing`) and `bench`.
+    spent_by_model: dict[str, Usage] = field(default_factory=dict)
+    cached_by_model: dict[str, Usage] = field(default_factory=dict)
+
+    def add_usage(self, model: str, usage: Usage, *, cached: bool) -> None:
+        book = self.cached_by_model if cached else self.spent_by_model
+        book[model] = book.get(model, Usage()) + usage
 
     def as_dict(self) -> dict[str, Any]:
+        models = sorted(set(self.spent_by_model) | set(self.cached_by_model))
         return {
             "model_calls": self.calls,
             "cache_hits": self.cache_hits,
             "reasks": self.reasks,
             "prompt_tokens": self.usage.prompt_tokens,
             "completion_tokens": self.usage.completion_tokens,
+            "tokens_by_model": {
+                m: {
+                    "prompt": self.spent_by_model.get(m, Usage()).prompt_tokens,
+                    "completion": self.spent_by_model.get(m, Usage()).completion_tokens,
+                    "cached_prompt": self.cached_by_model.get(m, Usage()).prompt_tokens,
+                    "cached_completion": self.cached_by_model.get(m, Usage()).completion_tokens,
+                }
+                for m in models
+            },
         }
 
 
@@ -86,6 +104,13 @@ class ModelClient:
         self.stage = stage
         self.stage_version = stage_version
         self.stats = stats or CallStats()
+        self._model_name: str | None = None
+
+    @property
+    def model_name(self) -> str:
+        if self._model_name is None:  # identity() may hash a weights file: once per client
+            self._model_name = str(self.backend.identity().get("name") or self.backend.kind)
+        return self._model_name
 
     def key(self, request: ModelRequest) -> str:
         return cache_key(
@@ -108,12 +133,15 @@ class ModelClient:
                 # Tokenizers may decode the chosen option with a leading space.
                 fresh = fresh.model_copy(update={"text": fresh.text.strip()})
             self.stats.usage = self.stats.usage + fresh.usage
+            self.stats.add_usage(self.model_name, fresh.usage, cached=False)
             return fresh.model_dump(mode="json", exclude={"cached"})
 
         value, hit = await through_cache(self.cache, self.key(request), self.stage, self.stats, call)
         if not hit:
             return fresh
-        return ModelResponse.model_validate(value).model_copy(update={"cached": True, "usage": Usage()})
+        response = ModelResponse.model_validate(value)
+        self.stats.add_usage(self.model_name, response.usage, cached=True)
+        return response.model_copy(update={"cached": True, "usage": Usage()})
 
     async def ask(
         self,

@@ -1,0 +1,105 @@
+"""How many model calls a cell still needs, and roughly how many tokens: for `--dry-run` and
+`--budget`, before any backend starts.
+
+A stage is planned when it builds its request from the input alone (it has `build_request` and no
+earlier stage writes what it reads): its request for every record is built exactly as the run will
+build it, and a call is needed when its cache key is not in the cache (identical requests count
+once). Stages that decide their requests while running (per-item questions after a first answer)
+cannot be counted ahead; the plan names them. Token counts are estimates: about 4 characters per
+input token, and each call's `max_tokens` as its output (an upper bound).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..model_io import ModelRequest
+from ..pricing import PriceTable
+from ..runner import Runner, read_input
+
+CHARS_PER_TOKEN = 4
+
+
+@dataclass
+class CellPlan:
+    records: int = 0
+    calls: int = 0  # needed calls of the planned stages
+    cached: int = 0  # planned requests already in the cache
+    prompt_tokens: int = 0  # estimated, needed calls only
+    completion_tokens: int = 0
+    by_model: dict[str, list[int]] = field(default_factory=dict)  # model -> [prompt, completion] estimates
+    unplanned: list[str] = field(default_factory=list)  # stages whose calls are decided while running
+
+    @property
+    def exact(self) -> bool:
+        return not self.unplanned
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def cost(self, prices: PriceTable) -> float | None:
+        total = 0.0
+        for model, (prompt, completion) in self.by_model.items():
+            cost = prices.cost(model, prompt, completion)
+            if cost is None:
+                if prompt or completion:
+                    return None
+                continue
+            total += cost
+        return total
+
+
+def request_chars(request: ModelRequest) -> int:
+    if request.prompt is not None:
+        return len(request.prompt)
+    total = 0
+    for message in request.messages or ():
+        if isinstance(message.content, str):
+            total += len(message.content)
+        else:
+            total += sum(len(part.text) for part in message.content if getattr(part, "text", None))
+    return total
+
+
+def plan_cell(runner: Runner, input_path: Path) -> CellPlan:
+    plan = CellPlan()
+    stages = runner.build_stages()
+    written: set[str] = set()
+    planned = []
+    for stage in stages:
+        needs = set(stage.reads) | set(getattr(stage, "optional_reads", ()))
+        if stage.model is not None:
+            if hasattr(stage, "build_request") and not (needs & written):
+                planned.append(stage)
+            else:
+                plan.unplanned.append(stage.qualified_name)
+        written |= set(stage.writes)
+    seen: set[str] = set()
+    for item in read_input(input_path):
+        plan.records += 1
+        if item.record is None:
+            continue
+        for stage in planned:
+            try:
+                request = stage.build_request(item.record.model_copy(deep=True))
+            except Exception:  # noqa: BLE001 - the run reports this record's error; it makes no call
+                continue
+            key = stage.model.key(request)
+            if key in seen:
+                continue
+            seen.add(key)
+            if runner.cache.get(key) is not None:
+                plan.cached += 1
+                continue
+            plan.calls += 1
+            prompt = math.ceil(request_chars(request) / CHARS_PER_TOKEN)
+            completion = request.sampling.max_tokens
+            plan.prompt_tokens += prompt
+            plan.completion_tokens += completion
+            book = plan.by_model.setdefault(stage.model.model_name, [0, 0])
+            book[0] += prompt
+            book[1] += completion
+    return plan
