@@ -198,6 +198,7 @@ async def run_cells(
     spent_tokens = 0
     spent_money = 0.0
     stopped = False
+    chars_per_token: dict[str, float] = {}  # observed on the cells run so far, per model
     try:
         for cell in cells:
             run_dir = cell_dir(out_dir, cell, shas[cell.data])
@@ -208,7 +209,7 @@ async def run_cells(
                 outcomes.append(CellOutcome(cell, run_dir, "done"))
                 continue
             runner = _runner(cell, shared, caches)
-            plan = plan_cell(runner, inputs[cell.data]) if budget else None
+            plan = plan_cell(runner, inputs[cell.data], chars_per_token) if budget else None
             if budget and plan is not None:
                 if budget.kind == "tokens":
                     would = spent_tokens + plan.tokens
@@ -232,6 +233,11 @@ async def run_cells(
                 encoding="utf-8",
             )
             spent = summary.calls.as_dict()["tokens_by_model"]
+            if plan is not None:
+                for model, chars in plan.chars_by_model.items():
+                    prompt_tokens = spent.get(model, {}).get("prompt", 0)
+                    if chars and prompt_tokens:
+                        chars_per_token[model] = chars / prompt_tokens
             this = bill(spent, prices)
             spent_tokens += this.prompt_tokens + this.completion_tokens
             spent_money += this.cost or 0.0

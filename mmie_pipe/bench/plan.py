@@ -5,8 +5,9 @@ A stage is planned when it builds its request from the input alone (it has `buil
 earlier stage writes what it reads): its request for every record is built exactly as the run will
 build it, and a call is needed when its cache key is not in the cache (identical requests count
 once). Stages that decide their requests while running (per-item questions after a first answer)
-cannot be counted ahead; the plan names them. Token counts are estimates: about 4 characters per
-input token, and each call's `max_tokens` as its output (an upper bound).
+cannot be counted ahead; the plan names them. Token counts are estimates: input tokens from the
+prompt's characters (3 per token until a cell of the same model has run, then the ratio observed
+there), and each call's `max_tokens` as its output (an upper bound).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from ..model_io import ModelRequest
 from ..pricing import PriceTable
 from ..runner import Runner, read_input
 
-CHARS_PER_TOKEN = 4
+# Conservative for English text (BPE vocabularies average about 4); replaced by observed ratios.
+CHARS_PER_TOKEN = 3.0
 
 
 @dataclass
@@ -30,6 +32,7 @@ class CellPlan:
     prompt_tokens: int = 0  # estimated, needed calls only
     completion_tokens: int = 0
     by_model: dict[str, list[int]] = field(default_factory=dict)  # model -> [prompt, completion] estimates
+    chars_by_model: dict[str, int] = field(default_factory=dict)  # prompt characters of the needed calls
     unplanned: list[str] = field(default_factory=list)  # stages whose calls are decided while running
 
     @property
@@ -64,8 +67,10 @@ def request_chars(request: ModelRequest) -> int:
     return total
 
 
-def plan_cell(runner: Runner, input_path: Path) -> CellPlan:
+def plan_cell(runner: Runner, input_path: Path, chars_per_token: dict[str, float] | None = None) -> CellPlan:
+    """`chars_per_token`: observed ratios per model name (from cells already run)."""
     plan = CellPlan()
+    ratios = chars_per_token or {}
     stages = runner.build_stages()
     written: set[str] = set()
     planned = []
@@ -95,11 +100,14 @@ def plan_cell(runner: Runner, input_path: Path) -> CellPlan:
                 plan.cached += 1
                 continue
             plan.calls += 1
-            prompt = math.ceil(request_chars(request) / CHARS_PER_TOKEN)
+            model = stage.model.model_name
+            chars = request_chars(request)
+            prompt = math.ceil(chars / ratios.get(model, CHARS_PER_TOKEN))
             completion = request.sampling.max_tokens
             plan.prompt_tokens += prompt
             plan.completion_tokens += completion
-            book = plan.by_model.setdefault(stage.model.model_name, [0, 0])
+            book = plan.by_model.setdefault(model, [0, 0])
             book[0] += prompt
             book[1] += completion
+            plan.chars_by_model[model] = plan.chars_by_model.get(model, 0) + chars
     return plan
