@@ -174,10 +174,11 @@ async def plan_cells(cells: list[Cell], inputs: dict[str, Path], out_dir: Path) 
     caches: dict[tuple[str, bool], GenerationCache] = {}
     outcomes = []
     shas = {name: file_sha256(p) for name, p in inputs.items()}
+    seen: set[str] = set()  # a request an earlier cell makes is a cache hit for the later ones
     for cell in cells:
         runner = _runner(cell, shared, caches)
         run_dir = cell_dir(out_dir, cell, shas[cell.data])
-        outcomes.append(CellOutcome(cell, run_dir, "planned", plan_cell(runner, inputs[cell.data])))
+        outcomes.append(CellOutcome(cell, run_dir, "planned", plan_cell(runner, inputs[cell.data], seen=seen)))
     return outcomes
 
 

@@ -67,8 +67,11 @@ def request_chars(request: ModelRequest) -> int:
     return total
 
 
-def plan_cell(runner: Runner, input_path: Path, chars_per_token: dict[str, float] | None = None) -> CellPlan:
-    """`chars_per_token`: observed ratios per model name (from cells already run)."""
+def plan_cell(
+    runner: Runner, input_path: Path, chars_per_token: dict[str, float] | None = None, seen: set[str] | None = None
+) -> CellPlan:
+    """`chars_per_token`: observed ratios per model name (from cells already run). `seen`: keys of
+    requests that cells planned before this one will make (they will be in the cache by then)."""
     plan = CellPlan()
     ratios = chars_per_token or {}
     stages = runner.build_stages()
@@ -82,7 +85,7 @@ def plan_cell(runner: Runner, input_path: Path, chars_per_token: dict[str, float
             else:
                 plan.unplanned.append(stage.qualified_name)
         written |= set(stage.writes)
-    seen: set[str] = set()
+    seen = set() if seen is None else seen
     for item in read_input(input_path):
         plan.records += 1
         if item.record is None:
@@ -93,12 +96,10 @@ def plan_cell(runner: Runner, input_path: Path, chars_per_token: dict[str, float
             except Exception:  # noqa: BLE001 - the run reports this record's error; it makes no call
                 continue
             key = stage.model.key(request)
-            if key in seen:
-                continue
-            seen.add(key)
-            if runner.cache.get(key) is not None:
+            if key in seen or runner.cache.get(key) is not None:
                 plan.cached += 1
                 continue
+            seen.add(key)
             plan.calls += 1
             model = stage.model.model_name
             chars = request_chars(request)

@@ -112,6 +112,7 @@ def _print_plan(outcomes, prices, format_cost, out_dir: Path) -> int:
             print(f"    + calls of {', '.join(plan.unplanned)}: decided while running, not counted")
     cost_text = format_cost(total_cost, prices.currency) + (" (+ unpriced models)" if unknown_cost else "")
     print(f"total: {len(outcomes)} cells, {total_calls} model calls, ~{total_tokens} tokens, ~{cost_text}")
-    print("token figures are estimates: ~4 characters per input token; max_tokens per answer")
+    print("calls are counted from the requests each planned stage builds, minus those in the cache or made by an "
+          "earlier cell; tokens are estimates (~3 characters per input token, max_tokens per answer)")
     (out_dir / "plan.json").write_text(json.dumps({"cells": rows}, indent=2) + "\n", encoding="utf-8")
     return 0
