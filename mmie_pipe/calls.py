@@ -7,17 +7,18 @@ replays its finished calls from the cache.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Generic, TypeVar
+from typing import Any, Awaitable, Callable, Generic, Sequence, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from .adapters.base import Backend
 from .cache import GenerationCache, cache_key
-from .errors import ParseError
-from .model_io import Message, ModelRequest, ModelResponse, Usage
+from .errors import MmieError, ParseError
+from .model_io import Constraint, Message, ModelRequest, ModelResponse, Usage
 
 T = TypeVar("T")
 
@@ -28,6 +29,7 @@ class CallStats:
 
     calls: int = 0
     cache_hits: int = 0
+    shared: int = 0  # identical requests answered by one call already in flight
     reasks: int = 0
     usage: Usage = field(default_factory=Usage)
     # Per model name: tokens spent on calls made, and tokens the cache hits had cost when they were
@@ -44,6 +46,7 @@ class CallStats:
         return {
             "model_calls": self.calls,
             "cache_hits": self.cache_hits,
+            "shared_in_flight": self.shared,
             "reasks": self.reasks,
             "prompt_tokens": self.usage.prompt_tokens,
             "completion_tokens": self.usage.completion_tokens,
@@ -64,6 +67,36 @@ class Answer(Generic[T]):
     value: T
     response: ModelResponse
     attempts: int = 1
+
+
+@dataclass
+class Outcome(Generic[T]):
+    """One item of a fan-out: its value, or the error that item alone ran into."""
+
+    value: T | None = None
+    error: str | None = None
+    exception: BaseException | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+async def fan_out(items: Sequence[Awaitable[T]]) -> list[Outcome[T]]:
+    """Run one record's per-item work (a question per span, entity or pair) concurrently and return
+    a result or an error per item, in order. Concurrency is bounded by the backends, not here; a
+    failed item never cancels the others, and the stage decides what an item's error means."""
+
+    async def one(item: Awaitable[T]) -> Outcome[T]:
+        try:
+            return Outcome(value=await item)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - reported on its item
+            text = str(exc) or type(exc).__name__
+            return Outcome(error=text if isinstance(exc, MmieError) else f"{type(exc).__name__}: {text}", exception=exc)
+
+    return list(await asyncio.gather(*(one(item) for item in items)))
 
 
 async def through_cache(
@@ -104,6 +137,8 @@ class ModelClient:
         self.stage = stage
         self.stage_version = stage_version
         self.stats = stats or CallStats()
+        # Identical requests in flight share one backend call (a fan-out often repeats a question).
+        self._in_flight: dict[str, asyncio.Future[ModelResponse]] = {}
         self._model_name: str | None = None
 
     @property
@@ -123,6 +158,39 @@ class ModelClient:
 
     async def generate(self, request: ModelRequest) -> ModelResponse:
         self.backend.check(request)
+        key = self.key(request)
+        pending = self._in_flight.get(key)
+        if pending is not None:
+            self.stats.shared += 1
+            response = await asyncio.shield(pending)
+            return response.model_copy(update={"cached": True, "usage": Usage()})
+        future: asyncio.Future[ModelResponse] = asyncio.get_running_loop().create_future()
+        self._in_flight[key] = future
+        try:
+            response = await self._generate_once(request, key)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved here, so a future nobody else awaits logs no warning
+            raise
+        else:
+            future.set_result(response)
+            return response
+        finally:
+            del self._in_flight[key]
+
+    async def choose(self, request: ModelRequest, options: Sequence[str]) -> ModelResponse:
+        """A multiple-choice question: `text` is the most probable option and `choice.probs` the
+        distribution over `options` (see `mmie_pipe.choices`). The request is the prompt that
+        ends where the answer goes; options are best single letters (`choices.letters`)."""
+        from .choices import check_options
+
+        check_options(options)
+        scored = request.model_copy(
+            update={"constraint": Constraint(choices=tuple(options)), "score_choices": True}
+        )
+        return await self.generate(scored)
+
+    async def _generate_once(self, request: ModelRequest, key: str) -> ModelResponse:
         fresh: ModelResponse | None = None
 
         async def call() -> dict[str, Any]:
@@ -136,7 +204,7 @@ class ModelClient:
             self.stats.add_usage(self.model_name, fresh.usage, cached=False)
             return fresh.model_dump(mode="json", exclude={"cached"})
 
-        value, hit = await through_cache(self.cache, self.key(request), self.stage, self.stats, call)
+        value, hit = await through_cache(self.cache, key, self.stage, self.stats, call)
         if not hit:
             return fresh
         response = ModelResponse.model_validate(value)
@@ -194,6 +262,3 @@ def json_parser(model: type[BaseModel]) -> Callable[[str], BaseModel]:
 
     return parse
 
-
-def json_schema_of(model: type[BaseModel]) -> dict[str, Any]:
-    return model.model_json_schema()

@@ -46,6 +46,19 @@ def file_sha256(path: str | Path) -> str:
     return _sha256(str(path), stat.st_size, stat.st_mtime_ns)
 
 
+def dir_sha256(path: str | Path) -> str | None:
+    """Identity of a model or adapter folder: every file's relative name and content hash (each
+    memoised by path, size and mtime), so a retrained adapter of the same size is a new identity.
+    None when `path` is not a local folder (e.g. a hub name)."""
+    root = Path(path)
+    if not root.is_dir():
+        return None
+    digest = hashlib.sha256()
+    for file in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(f"{file.relative_to(root).as_posix()}:{file_sha256(file)}\n".encode())
+    return digest.hexdigest()
+
+
 def package_file(package: str, *parts: str) -> Path | None:
     """A data file inside an installed package, found without importing the package."""
     spec = importlib.util.find_spec(package)

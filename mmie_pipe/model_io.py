@@ -85,9 +85,12 @@ class ModelRequest(Frozen):
     prompt: str | None = None
     sampling: Sampling = Sampling()
     constraint: Constraint | None = None
-    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    top_logprobs: int | None = Field(default=None, ge=0, le=1000)
     lora: str | None = None  # name of a LoRA adapter the backend knows
     sample_index: int = Field(default=0, ge=0)  # distinct cache entries for repeated sampling
+    # With `constraint.choices`: return the probability of every option (`ModelResponse.choice`),
+    # not only the chosen one. See `mmie_pipe.choices` for how each backend computes it.
+    score_choices: bool = False
 
     @model_validator(mode="after")
     def _one_form(self) -> "ModelRequest":
@@ -95,9 +98,19 @@ class ModelRequest(Frozen):
             raise ValueError("a request needs exactly one of messages or prompt")
         return self
 
+    @model_validator(mode="after")
+    def _scored_needs_choices(self) -> "ModelRequest":
+        if self.score_choices and (self.constraint is None or not self.constraint.choices):
+            raise ValueError("score_choices needs a constraint with choices")
+        return self
+
     @property
     def images(self) -> list[ImagePart]:
         return [img for m in self.messages or () for img in m.images]
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        return tuple(self.constraint.choices or ()) if self.constraint else ()
 
 
 class TokenLogprob(BaseModel):
@@ -117,9 +130,29 @@ class Usage(BaseModel):
         )
 
 
+class ChoiceScores(BaseModel):
+    """The model's distribution over a closed set of options.
+
+    `probs` is normalised over the options (it sums to 1). `other_mass` is the probability the model
+    put on answers that are none of the options, before normalising (None when the method cannot
+    see it, e.g. likelihood scoring); a large value says the model wanted to answer something else.
+    `unseen` lists options that were not among the server's top log-probabilities (probability 0).
+    """
+
+    probs: dict[str, float]
+    other_mass: float | None = None
+    method: Literal["first_token", "likelihood"] = "first_token"
+    unseen: list[str] = Field(default_factory=list)
+
+    @property
+    def best(self) -> str:
+        return max(self.probs, key=lambda option: (self.probs[option], -list(self.probs).index(option)))
+
+
 class ModelResponse(BaseModel):
     text: str
     finish_reason: str | None = None
     logprobs: list[TokenLogprob] | None = None
     usage: Usage = Field(default_factory=Usage)
+    choice: ChoiceScores | None = None
     cached: bool = False

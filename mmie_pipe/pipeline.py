@@ -38,8 +38,26 @@ class StageSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     stage: str
-    backend: str | None = None
+    backend: str | None = None  # binds the stage's first role
+    backends: dict[str, str] = Field(default_factory=dict)  # role -> backend name, for several models
     params: dict[str, Any] = Field(default_factory=dict)
+
+
+def role_bindings(spec: StageSpec, stage_cls: Any) -> dict[str, str]:
+    """role -> backend name for one stage. Raises ConfigError for roles the stage does not have."""
+    bound = dict(spec.backends)
+    primary = stage_cls.primary_role()
+    if spec.backend is not None:
+        if primary is None:
+            raise ConfigError(f"takes no backend, but names {spec.backend!r}")
+        if primary in bound and bound[primary] != spec.backend:
+            raise ConfigError(f"`backend: {spec.backend}` and `backends.{primary}: {bound[primary]}` disagree")
+        bound[primary] = spec.backend
+    unknown = sorted(set(bound) - set(stage_cls.roles))
+    if unknown:
+        known = ", ".join(stage_cls.roles) or "none"
+        raise ConfigError(f"has no role {', '.join(unknown)} (its roles: {known})")
+    return bound
 
 
 class RuntimeConfig(BaseModel):
@@ -240,16 +258,12 @@ def validate_pipeline(raw: dict[str, Any], source: str = "<pipeline>") -> Valida
         except KeyError as exc:
             problems.append(f"{where}: {exc.args[0]}")
             continue
+        params = None
         try:
-            stage_cls.Params.model_validate(spec.params)
+            params = stage_cls.Params.model_validate(spec.params)
         except ValidationError as exc:
             problems.append(f"{where}: bad parameter: {_pretty(exc)}")
-        if stage_cls.uses_model and spec.backend is None:
-            problems.append(f"{where}: needs a backend (one of: {', '.join(config.backends) or 'none defined'})")
-        elif spec.backend is not None and not (stage_cls.uses_model or stage_cls.accepts_model):
-            problems.append(f"{where}: takes no backend, but names {spec.backend!r}")
-        elif spec.backend is not None and spec.backend not in config.backends:
-            problems.append(f"{where}: backend {spec.backend!r} is not defined under backends")
+        problems += [f"{where}: {p}" for p in _check_roles(spec, stage_cls, params, config)]
         missing = [f for f in stage_cls.reads if f not in available]
         if missing:
             problems.append(
@@ -258,6 +272,40 @@ def validate_pipeline(raw: dict[str, Any], source: str = "<pipeline>") -> Valida
             )
         available |= set(stage_cls.writes)
     return ValidationReport(config=config, source=source, problems=problems)
+
+
+def _check_roles(spec: StageSpec, stage_cls: Any, params: Any, config: PipelineConfig) -> list[str]:
+    """Every required role bound to a defined backend that can do what the role needs."""
+    try:
+        bound = role_bindings(spec, stage_cls)
+    except ConfigError as exc:
+        return [str(exc)]
+    problems = []
+    defined = ", ".join(config.backends) or "none defined"
+    needs = stage_cls.role_needs(params) if params is not None else {r: role.needs for r, role in stage_cls.roles.items()}
+    for role_name, role in stage_cls.roles.items():
+        backend_name = bound.get(role_name)
+        if backend_name is None:
+            if role.required:
+                how = "backend" if role_name == stage_cls.primary_role() else f"backends.{role_name}"
+                problems.append(f"role {role_name!r} needs a backend (set `{how}:` to one of: {defined})")
+            continue
+        if backend_name not in config.backends:
+            problems.append(f"role {role_name!r}: backend {backend_name!r} is not defined under backends")
+            continue
+        spec_of_backend = config.backends[backend_name]
+        try:
+            backend_cls = registry.backends.get(spec_of_backend.get("kind") or "")
+            backend_config = backend_cls.Config.model_validate(spec_of_backend)
+        except (KeyError, ValidationError):
+            continue  # reported with the backend itself
+        missing = needs.get(role_name, frozenset()) - backend_cls.capabilities_of(backend_config)
+        if missing:
+            problems.append(
+                f"role {role_name!r} needs {', '.join(sorted(missing))}, which backend {backend_name!r} "
+                f"({spec_of_backend.get('kind')}) cannot do"
+            )
+    return problems
 
 
 def _pretty(exc: ValidationError) -> str:

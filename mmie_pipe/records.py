@@ -43,23 +43,39 @@ class Box(Strict):
 
 
 class Entity(Strict):
-    """A typed mention. `start`/`end` are character offsets into the record's `text` ([start, end))."""
+    """A typed mention. `start`/`end` are character offsets into the record's `text` ([start, end)).
+
+    Offsets are left out only for a string that does not occur in the text (external predictions);
+    such an entity can only match in string-mode evaluation.
+    """
 
     text: str = Field(min_length=1)
-    start: int = Field(ge=0)
-    end: int = Field(gt=0)
+    start: int | None = Field(default=None, ge=0)
+    end: int | None = Field(default=None, gt=0)
     # None only for untyped arguments (MNRE heads/tails); NER stages always set it.
     type: str | None = None
     fine_type: str | None = None
     score: float | None = None
-    # Distribution over types (e.g. from the tagger), consumed by GEM's entropy gate.
+    # Distribution over types (MQA's choice, the tagger), read by GEM's entropy gate; `none_prob` is
+    # MQA's none-of-the-above probability, before `type_probs` were renormalised without it.
     type_probs: dict[str, float] | None = None
+    none_prob: float | None = Field(default=None, ge=0, le=1)
+    # RiVEG: what the entity is, in a line (expansion), read by entailment and grounding.
+    description: str | None = None
     # None = unknown; False = not in the image (GMNER "None" box); True = grounded.
     groundable: bool | None = None
+    groundable_prob: float | None = Field(default=None, ge=0, le=1)
     boxes: list[Box] = Field(default_factory=list)
+    box_score: float | None = None
+    # field -> "stage.vN model", for the fields stages set on this entity.
+    provenance: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _span(self) -> "Entity":
+        if (self.start is None) != (self.end is None):
+            raise ValueError("an entity has both start and end, or neither")
+        if self.start is None:
+            return self
         if self.end <= self.start:
             raise ValueError(f"end ({self.end}) must be greater than start ({self.start})")
         if self.end - self.start != len(self.text):
@@ -79,6 +95,8 @@ class Relation(Strict):
     tail: Entity
     label: str = Field(min_length=1)
     score: float | None = None
+    # The distribution over relation labels the label was chosen from (MQA for MNRE).
+    label_probs: dict[str, float] | None = None
 
 
 class DetectedObject(Strict):
@@ -121,13 +139,19 @@ class Post(Strict):
     @model_validator(mode="after")
     def _gold_offsets(self) -> "Post":
         if self.gold:
-            for i, ent in enumerate(self.gold.entities):
-                if self.text[ent.start : ent.end] != ent.text:
-                    raise ValueError(
-                        f"gold.entities[{i}]: text[{ent.start}:{ent.end}] is "
-                        f"{self.text[ent.start:ent.end]!r}, not {ent.text!r}"
-                    )
+            check_entities(self.text, self.gold.entities, "gold.entities")
         return self
+
+
+def check_entities(text: str, entities: list[Entity] | None, where: str) -> None:
+    """Offsets must index the entity's exact surface in the text; an entity without offsets is
+    allowed only when its string is absent from the text (otherwise its offsets were lost)."""
+    for i, ent in enumerate(entities or ()):
+        if ent.start is None:
+            if ent.text in text:
+                raise ValueError(f"{where}[{i}]: {ent.text!r} occurs in the text but has no offsets")
+        elif text[ent.start : ent.end] != ent.text:
+            raise ValueError(f"{where}[{i}]: text[{ent.start}:{ent.end}] is {text[ent.start:ent.end]!r}, not {ent.text!r}")
 
 
 class StageError(Strict):
@@ -148,7 +172,6 @@ ARTIFACT_FIELDS: tuple[str, ...] = (
     "spans",
     "entities",
     "relations",
-    "expansions",
 )
 INPUT_FIELDS: tuple[str, ...] = ("id", "text", "tokens", "image", "caption", "gold", "meta")
 
@@ -161,14 +184,23 @@ class Record(Post):
     ocr: list[OcrLine] | None = None
     visual_context: str | None = None
     knowledge: str | None = None
+    # Ids of the few-shot examples chosen for this record (by whichever stage prompts with them).
     examples: list[str] | None = None
+    # Candidate mentions proposed before typing (MQA's span step); `entities` are the typed result.
     spans: list[Entity] | None = None
     entities: list[Entity] | None = None
     relations: list[Relation] | None = None
-    expansions: dict[str, str] | None = None
     # Which stage produced each artifact and how (e.g. caption source), for the reader of outputs.
     provenance: dict[str, str] = Field(default_factory=dict)
     errors: list[StageError] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _predicted_offsets(self) -> "Record":
+        check_entities(self.text, self.entities, "entities")
+        check_entities(self.text, self.spans, "spans")
+        for i, rel in enumerate(self.relations or ()):
+            check_entities(self.text, [rel.head, rel.tail], f"relations[{i}].head/tail")
+        return self
 
     @property
     def ok(self) -> bool:

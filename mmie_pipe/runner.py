@@ -22,7 +22,7 @@ from .cache import GenerationCache
 from .calls import CallStats, ModelClient
 from .errors import ConfigError, MmieError, ModelCallError, StageInputError
 from .manifest import RunManifest
-from .pipeline import PipelineConfig
+from .pipeline import PipelineConfig, role_bindings
 from .records import Record, StageError
 from .stages.base import Stage, StageContext
 
@@ -169,14 +169,20 @@ class Runner:
         for spec in self.config.stages:
             cls = registry.stages.get(spec.stage)
             params = cls.Params.model_validate(spec.params)
-            client = None
-            if cls.uses_model and spec.backend is None:
-                raise ConfigError(f"stage {spec.stage} needs a backend")
-            if spec.backend is not None and (cls.uses_model or cls.accepts_model):
-                client = ModelClient(
-                    self._backend(spec.backend), self.cache, stage=cls.name, stage_version=cls.version, stats=self.stats
-                )
-            self.stages.append(cls(params, client, self.context))
+            try:
+                bound = role_bindings(spec, cls)
+            except ConfigError as exc:
+                raise ConfigError(f"stage {spec.stage}: {exc}") from exc
+            missing = [r for r, role in cls.roles.items() if role.required and r not in bound]
+            if missing:
+                raise ConfigError(f"stage {spec.stage} needs a backend for role {', '.join(missing)}")
+            clients = {
+                role: ModelClient(self._backend(name), self.cache, stage=cls.name, stage_version=cls.version, stats=self.stats)
+                for role, name in bound.items()
+            }
+            stage = cls(params, clients.get(cls.primary_role() or ""), self.context)
+            stage.bind_models(clients)
+            self.stages.append(stage)
         return self.stages
 
     def all_backends(self) -> dict[str, Backend]:

@@ -67,3 +67,50 @@ def test_missing_local_model_fails_without_network(tmp_path):
     backend = TransformersBackend(TransformersConfig(model=str(tmp_path / "nowhere"), device="cpu"))
     with pytest.raises(OSError):
         run(backend.start())
+
+
+def test_choice_probabilities_in_one_batched_pass_match_per_option_scoring(tiny, tmp_path):
+    """One forward pass over all options gives each option's exact log-likelihood (checked against
+    scoring the options one by one), normalised over the options."""
+    import math
+
+    import torch
+
+    base, _ = tiny
+    backend = TransformersBackend(TransformersConfig(model=str(base), device="cpu"))
+    client = ModelClient(backend, GenerationCache(tmp_path / "c.sqlite"), stage="t", stage_version=1)
+    options = ["yes", "no", "red green", "Paris is"]
+    request = ModelRequest(prompt="is Rome a location")
+    calls = []
+    forward = backend_forward = None
+
+    async def go():
+        nonlocal forward, backend_forward
+        await backend.start()
+        backend_forward = backend.model.forward
+
+        def counting(*args, **kwargs):
+            calls.append(kwargs["input_ids"].shape)
+            return backend_forward(*args, **kwargs)
+
+        backend.model.forward = counting
+        return await client.choose(request, options)
+
+    response = run(go())
+    assert len(calls) == 1 and calls[0][0] == len(options)  # one pass, one row per option
+    backend.model.forward = backend_forward
+    tok, model = backend.tokenizer, backend.model
+    prompt = tok(request.prompt, return_tensors="pt")["input_ids"]
+    expected = []
+    with torch.no_grad():
+        for option in options:
+            ids = tok(option, add_special_tokens=False, return_tensors="pt")["input_ids"]
+            full = torch.cat([prompt, ids], dim=-1)
+            logp = model(input_ids=full).logits[0, prompt.shape[-1] - 1 : -1].log_softmax(-1)
+            expected.append(float(logp.gather(-1, ids[0].unsqueeze(-1)).sum()))
+    norm = sum(math.exp(v) for v in expected)
+    for option, value in zip(options, expected):
+        assert response.choice.probs[option] == pytest.approx(math.exp(value) / norm, rel=1e-4)
+    assert response.choice.method == "likelihood"
+    assert response.choice.other_mass == pytest.approx(1 - norm, abs=1e-6)
+    assert response.text == max(response.choice.probs, key=response.choice.probs.get)

@@ -63,3 +63,33 @@ def test_vllm_engine_generate_chat_choice_schema_logprobs_lora(tiny_llama):
     assert with_logprobs.logprobs and len(with_logprobs.logprobs[0].top) >= 1
     assert tuned.text != text.text  # the adapter changes the output
     assert backend.identity()["adapters"]["tuned"]
+
+
+def test_vllm_engine_choice_probabilities(tiny_llama):
+    """A scored choice on the engine: one generated token, the options' first-token probabilities
+    normalised over the options (all of a tiny vocabulary is read, so no option goes unseen)."""
+    from mmie_pipe.adapters.vllm_backend import VllmBackend, VllmConfig
+    from mmie_pipe.cache import GenerationCache
+    from mmie_pipe.calls import ModelClient, fan_out
+    from mmie_pipe.model_io import ModelRequest
+
+    backend = VllmBackend(VllmConfig(
+        model=str(tiny_llama / "base"), max_model_len=256, gpu_memory_utilization=0.05, choice_top_logprobs=200,
+        engine_args={"enforce_eager": True, "max_num_seqs": 8, "max_logprobs": 200},
+    ))
+    client = ModelClient(backend, GenerationCache(enabled=False), stage="t", stage_version=1)
+    options = ["yes", "no", "maybe"]
+
+    async def go():
+        await backend.start()
+        try:
+            return await fan_out([client.choose(ModelRequest(prompt=p), options) for p in ("is Rome a location", "is the cat red")])
+        finally:
+            await backend.close()
+
+    outcomes = asyncio.run(go())
+    for outcome in outcomes:
+        assert outcome.ok, outcome.error
+        probs = outcome.value.choice.probs
+        assert set(probs) == set(options) and abs(sum(probs.values()) - 1) < 1e-6
+        assert outcome.value.text == max(probs, key=probs.get) and not outcome.value.choice.unseen

@@ -153,11 +153,11 @@ class TransformersZeroShot(Detector):
         self.processor = None
 
     def identity(self) -> dict[str, Any]:
-        from .vllm_backend import _dir_fingerprint
+        from ..files import dir_sha256
 
         c = self.config
         return {
-            "name": c.model, "revision": c.revision or _dir_fingerprint(c.model),
+            "name": c.model, "revision": c.revision or dir_sha256(c.model),
             "queries": list(c.queries), "min_score": c.min_score,
         }
 

@@ -4,9 +4,10 @@ model in integration tests, benchmarks or docs)."""
 from __future__ import annotations
 
 import asyncio
+import math
 from typing import Any, Callable, Literal
 
-from ..model_io import ModelRequest, ModelResponse, Usage
+from ..model_io import ModelRequest, ModelResponse, TokenLogprob, Usage
 from ..registry import backends
 from .base import Backend, BackendConfig
 
@@ -22,9 +23,9 @@ class FakeConfig(BackendConfig):
 class FakeBackend(Backend):
     kind = "fake"
     Config = FakeConfig
-    capabilities = frozenset({"chat", "completion", "images", "json_schema", "choices", "logprobs", "lora"})
+    base_capabilities = frozenset({"chat", "completion", "images", "json_schema", "choices", "choice_probs", "logprobs", "lora"})
 
-    def __init__(self, config: FakeConfig, responder: Callable[[ModelRequest], str] | None = None):
+    def __init__(self, config: FakeConfig, responder: Callable[[ModelRequest], str | dict[str, float]] | None = None):
         super().__init__(config)
         self.config: FakeConfig = config
         self.responder = responder
@@ -45,4 +46,12 @@ class FakeBackend(Backend):
             text = self.responder(request) if self.responder else self.config.reply
         finally:
             self._in_flight -= 1
-        return ModelResponse(text=text, finish_reason="stop", usage=Usage(prompt_tokens=10, completion_tokens=len(text.split())))
+        logprobs = None
+        if isinstance(text, dict):  # a responder may give a first-token distribution {token: prob}
+            top = {token: math.log(p) for token, p in text.items() if p > 0}
+            text = max(text, key=text.get)
+            logprobs = [TokenLogprob(token=text, logprob=top[text], top=top)]
+        elif request.top_logprobs and text:
+            logprobs = [TokenLogprob(token=text, logprob=0.0, top={text: 0.0})]
+        return ModelResponse(text=text, finish_reason="stop", logprobs=logprobs,
+                             usage=Usage(prompt_tokens=10, completion_tokens=len(text.split())))

@@ -100,20 +100,71 @@ class OpenAIBackend(Backend):
         self.config: OpenAIConfig = config
         self._client = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
+        self.served: dict[str, Any] | None = None
 
-    @property
-    def capabilities(self) -> frozenset[str]:  # type: ignore[override]
-        caps = {"chat", "completion", "choices", "logprobs"}
-        if self.config.supports_images:
+    @classmethod
+    def capabilities_of(cls, config: OpenAIConfig) -> frozenset[str]:  # type: ignore[override]
+        caps = {"chat", "completion", "choices", "choice_probs", "logprobs"}
+        if config.supports_images:
             caps.add("images")
-        if self.config.supports_json_schema:
+        if config.supports_json_schema:
             caps.add("json_schema")
-        if self.config.flavor == "vllm":
+        if config.flavor == "vllm":
             caps.add("lora")  # vLLM serves LoRA adapters as extra model names
         return frozenset(caps)
 
     def identity(self) -> dict[str, Any]:
-        return {"name": self.config.model, "revision": self.config.revision}
+        identity: dict[str, Any] = {"name": self.config.model, "revision": self.config.revision}
+        if self.served:
+            identity["served"] = self.served
+        return identity
+
+    async def start(self) -> None:
+        self.served = await self._served_identity()
+
+    async def _served_identity(self) -> dict[str, Any] | None:
+        """What the server says it serves (vLLM: each model's `root`, LoRA adapters with their
+        parent; llama.cpp: the GGUF path from /props), so a cache entry names the weights, not only
+        the name typed in the config. A name the server does not serve is refused here, before any
+        record runs. Unreachable or unauthorised listings are skipped: the first call will say why."""
+        import httpx
+
+        from ..errors import ConfigError
+        from ..files import dir_sha256
+
+        base = (self.base_url or "https://api.openai.com/v1").rstrip("/")
+        key = os.environ.get(self.config.api_key_env)
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        try:
+            async with httpx.AsyncClient(timeout=10) as http:
+                listing = await http.get(f"{base}/models", headers=headers)
+                props = await http.get(f"{base.removesuffix('/v1')}/props") if self.config.flavor == "llamacpp" else None
+        except httpx.HTTPError:
+            return None
+        served: dict[str, Any] = {}
+        if props is not None and props.status_code == 200:
+            model_path = str(props.json().get("model_path") or "")
+            served["model_file"] = os.path.basename(model_path)
+            return served  # llama.cpp serves one model whatever name a request carries
+        if listing.status_code != 200:
+            return None
+        models = {m.get("id"): m for m in listing.json().get("data", []) if isinstance(m, dict)}
+        if self.config.model not in models:
+            raise ConfigError(
+                f"the server serves {', '.join(sorted(map(str, models))) or 'no model'}, not {self.config.model!r}; "
+                "fix `model` (vLLM: the name given to `vllm serve` or --served-model-name)"
+            )
+        base_model = models[self.config.model]
+        if base_model.get("root") and base_model.get("root") != self.config.model:
+            served["root"] = base_model["root"]
+        adapters = {
+            mid: dir_sha256(m["root"]) or m["root"]
+            for mid, m in models.items()
+            if m.get("parent") == self.config.model and m.get("root")
+        }
+        if adapters:
+            served["adapters"] = adapters
+        return served or None
 
     @property
     def base_url(self) -> str | None:
@@ -207,6 +258,9 @@ class OpenAIBackend(Backend):
         return ModelResponse(text=text, finish_reason=choice.finish_reason, logprobs=logprobs, usage=usage)
 
     async def _generate(self, request: ModelRequest) -> ModelResponse:
+        if request.prompt is not None and request.choices and self.config.flavor == "openai":
+            # The OpenAI API constrains no completion: answer by the most probable option's first token.
+            return await self._score_choices(request.model_copy(update={"score_choices": True}))
         attempts = 0
         try:
             async for attempt in AsyncRetrying(

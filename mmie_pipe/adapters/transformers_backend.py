@@ -15,10 +15,10 @@ from typing import Any, Literal
 from pydantic import Field
 
 from ..errors import MissingDependency, ModelCallError
+from ..files import dir_sha256
 from ..model_io import ModelRequest, ModelResponse, TokenLogprob, Usage
 from ..registry import backends
 from .base import Backend, BackendConfig
-from .vllm_backend import _dir_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -60,19 +60,19 @@ class TransformersBackend(Backend):
         self.processor = None
         self._lock = threading.Lock()
 
-    @property
-    def capabilities(self) -> frozenset[str]:  # type: ignore[override]
-        caps = {"chat", "completion", "choices", "logprobs", "lora"}
-        if self.config.family != "causal_lm":
+    @classmethod
+    def capabilities_of(cls, config: TransformersConfig) -> frozenset[str]:  # type: ignore[override]
+        caps = {"chat", "completion", "choices", "choice_probs", "logprobs", "lora"}
+        if config.family != "causal_lm":
             caps.add("images")
         return frozenset(caps)
 
     def identity(self) -> dict[str, Any]:
         return {
             "name": self.config.model,
-            "revision": self.config.revision or _dir_fingerprint(self.config.model),
+            "revision": self.config.revision or dir_sha256(self.config.model),
             "family": self.config.family,
-            "adapters": {n: _dir_fingerprint(p) or p for n, p in sorted(self.config.lora_modules.items())},
+            "adapters": {n: dir_sha256(p) or p for n, p in sorted(self.config.lora_modules.items())},
             "4bit": self.config.load_in_4bit,
         }
 
@@ -215,25 +215,50 @@ class TransformersBackend(Backend):
         return out
 
     def _choose(self, inputs: Any, request: ModelRequest, prompt_len: int) -> ModelResponse:
-        """Answer a closed-choice request with the option of highest total log-likelihood."""
+        """Score every option's total log-likelihood in ONE batched forward pass (prompt + option,
+        right-padded), and answer with the most likely option: exact, not sampled."""
         import torch
 
-        choices = list(request.constraint.choices or ())
-        scores = []
-        for choice in choices:
-            ids = self.tokenizer(choice, add_special_tokens=False, return_tensors="pt")["input_ids"].to(self.model.device)
-            full = torch.cat([inputs["input_ids"], ids], dim=-1)
-            extra = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}
-            logits = self.model(input_ids=full, attention_mask=torch.ones_like(full), **extra).logits[0]
-            logp = logits[prompt_len - 1 : -1].float().log_softmax(-1)
-            scores.append(float(logp.gather(-1, ids[0].unsqueeze(-1)).sum()))
-        best = max(range(len(choices)), key=scores.__getitem__)
-        top = dict(zip(choices, scores))
+        from ..choices import scores_from_likelihoods
+
+        options = list(request.choices)
+        option_ids = [self.tokenizer(o, add_special_tokens=False)["input_ids"] for o in options]
+        if any(not ids for ids in option_ids):
+            raise ModelCallError(f"an option tokenizes to nothing: {options}")
+        longest = max(len(ids) for ids in option_ids)
+        pad = getattr(self.tokenizer, "pad_token_id", None) or getattr(self.tokenizer, "eos_token_id", None) or 0
+        n = len(options)
+        device = self.model.device
+        prompt = inputs["input_ids"][0]
+        batch = torch.full((n, prompt_len + longest), pad, dtype=prompt.dtype, device=device)
+        mask = torch.zeros_like(batch)
+        for row, ids in enumerate(option_ids):
+            batch[row, :prompt_len] = prompt
+            batch[row, prompt_len : prompt_len + len(ids)] = torch.tensor(ids, dtype=prompt.dtype, device=device)
+            mask[row, : prompt_len + len(ids)] = 1
+        extra = {k: v.repeat(n, *([1] * (v.dim() - 1))) for k, v in inputs.items()
+                 if k not in ("input_ids", "attention_mask") and hasattr(v, "repeat")}
+        # Only the positions that predict option tokens are needed: keep those logits alone.
+        keep = longest + 1
+        try:
+            logits = self.model(input_ids=batch, attention_mask=mask, logits_to_keep=keep, **extra).logits
+        except TypeError:  # older model classes without `logits_to_keep`
+            logits = self.model(input_ids=batch, attention_mask=mask, **extra).logits[:, -keep:]
+        logp = logits[:, :-1].float().log_softmax(-1)  # position j predicts option token j
+        totals = []
+        for row, ids in enumerate(option_ids):
+            target = torch.tensor(ids, device=device).unsqueeze(-1)
+            totals.append(float(logp[row, : len(ids)].gather(-1, target).sum()))
+        scores = scores_from_likelihoods(totals, options)
+        best = scores.best
         return ModelResponse(
-            text=choices[best], finish_reason="stop",
-            logprobs=[TokenLogprob(token=choices[best], logprob=scores[best], top=top)],
+            text=best, finish_reason="stop", choice=scores if request.score_choices else None,
+            logprobs=[TokenLogprob(token=best, logprob=totals[options.index(best)], top=dict(zip(options, totals)))],
             usage=Usage(prompt_tokens=prompt_len, completion_tokens=0),
         )
+
+    async def _score_choices(self, request: ModelRequest) -> ModelResponse:
+        return await self._generate(request)  # `_choose` scores every option exactly
 
     async def _generate(self, request: ModelRequest) -> ModelResponse:
         if self.model is None:

@@ -12,15 +12,14 @@ The engine starts worker processes: scripts that use this backend need an
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field
 
 from ..batching import MicroBatcher
 from ..errors import MissingDependency, ModelCallError
+from ..files import dir_sha256
 from ..model_io import ImagePart, Message, ModelRequest, ModelResponse, TokenLogprob, Usage
 from ..registry import backends
 from .base import Backend, BackendConfig
@@ -54,24 +53,11 @@ def _import_vllm():
     return vllm
 
 
-def _dir_fingerprint(path: str) -> str | None:
-    """Cheap identity for a local model/adapter directory: names, sizes and small config files."""
-    root = Path(path)
-    if not root.is_dir():
-        return None
-    digest = hashlib.sha256()
-    for file in sorted(p for p in root.rglob("*") if p.is_file()):
-        digest.update(f"{file.relative_to(root)}:{file.stat().st_size}".encode())
-        if file.suffix == ".json" and file.stat().st_size < 1 << 20:
-            digest.update(file.read_bytes())
-    return digest.hexdigest()
-
-
 @backends.register("vllm")
 class VllmBackend(Backend):
     kind = "vllm"
     Config = VllmConfig
-    capabilities = frozenset({"chat", "completion", "images", "json_schema", "choices", "logprobs", "lora"})
+    base_capabilities = frozenset({"chat", "completion", "images", "json_schema", "choices", "choice_probs", "logprobs", "lora"})
 
     def __init__(self, config: VllmConfig):
         super().__init__(config)
@@ -83,8 +69,8 @@ class VllmBackend(Backend):
     def identity(self) -> dict[str, Any]:
         return {
             "name": self.config.model,
-            "revision": self.config.revision or _dir_fingerprint(self.config.model),
-            "adapters": {n: _dir_fingerprint(p) or p for n, p in sorted(self.config.lora_modules.items())},
+            "revision": self.config.revision or dir_sha256(self.config.model),
+            "adapters": {n: dir_sha256(p) or p for n, p in sorted(self.config.lora_modules.items())},
         }
 
     async def start(self) -> None:

@@ -25,6 +25,18 @@ class StageParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+@dataclass(frozen=True)
+class Role:
+    """A model a stage uses, bound by name to one of the pipeline's backends (`llm`, `vlm`...).
+
+    `needs` are backend capabilities (see `adapters.base.CAPABILITIES`) that `validate` checks
+    against the bound backend before anything loads."""
+
+    needs: frozenset[str] = frozenset()
+    required: bool = True
+    description: str = ""
+
+
 @dataclass
 class StageContext:
     """Run-wide facts a stage may use. `notes` collects one-time messages for the log and manifest."""
@@ -50,15 +62,42 @@ class Stage(ABC):
     reads: ClassVar[tuple[str, ...]] = ()
     optional_reads: ClassVar[tuple[str, ...]] = ()  # used when present, never required
     writes: ClassVar[tuple[str, ...]] = ()
-    # Whether the pipeline must name a backend for this stage, or may (e.g. a caption stage that
-    # falls back to precomputed captions when no captioner is configured).
+    # The models this stage calls, by role; the first role is the one `backend:` binds in YAML.
+    roles: ClassVar[dict[str, Role]] = {}
+    # Shorthands for single-model stages: `uses_model` = one required role `llm`, `accepts_model` =
+    # one optional role `model` (e.g. a caption stage that falls back to precomputed captions).
     uses_model: ClassVar[bool] = False
     accepts_model: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not cls.__dict__.get("roles") and (cls.uses_model or cls.accepts_model) and not cls.roles:
+            cls.roles = {"llm": Role()} if cls.uses_model else {"model": Role(required=False)}
+
+    @classmethod
+    def role_needs(cls, params: StageParams) -> dict[str, frozenset[str]]:
+        """Capabilities each role needs with these parameters (a stage may need more in some modes)."""
+        return {name: role.needs for name, role in cls.roles.items()}
+
+    @classmethod
+    def primary_role(cls) -> str | None:
+        return next(iter(cls.roles), None)
 
     def __init__(self, params: StageParams, model: ModelClient | None, context: StageContext):
         self.params = params
         self.model = model
         self.context = context
+        # Every bound role's client; the runner fills it. `model` is the primary role's client.
+        primary = self.primary_role()
+        self.models: dict[str, ModelClient | None] = {name: None for name in self.roles}
+        if primary is not None:
+            self.models[primary] = model
+
+    def bind_models(self, clients: dict[str, ModelClient]) -> None:
+        self.models.update(clients)
+        primary = self.primary_role()
+        if primary is not None:
+            self.model = self.models.get(primary)
 
     @property
     def qualified_name(self) -> str:

@@ -21,7 +21,7 @@ from ..model_io import Constraint, Message, ModelRequest, Sampling
 from ..prompts import render
 from ..records import Entity, Record, find_span
 from ..registry import stages
-from .base import Stage, StageParams
+from .base import Role, Stage, StageParams
 
 DEFAULT_LABELS = {
     "PER": "a person, including user names of people",
@@ -126,7 +126,11 @@ class ExtractEntities(Stage):
     reads = ("text",)
     optional_reads = CONTEXT_FIELDS
     writes = ("entities",)
-    uses_model = True
+    roles = {"llm": Role(description="the extracting LLM")}
+
+    @classmethod
+    def role_needs(cls, params: ExtractParams) -> dict[str, frozenset[str]]:
+        return {"llm": frozenset({"completion"} if params.mode == "fewshot" else {"chat", "json_schema"})}
 
     def __init__(self, params: ExtractParams, model, context):
         super().__init__(params, model, context)

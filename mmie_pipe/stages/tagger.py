@@ -37,7 +37,7 @@ class TaggerStage(Stage):
     reads = ("text",)
     optional_reads = ("tokens", "knowledge", "visual_context", "caption")
     writes = ("entities",)
-    uses_model = False  # a local torch model, not a generation backend
+    # No role: a local torch model, not a generation backend.
 
     async def setup(self) -> None:
         from ..train.checkpoint import load_tagger

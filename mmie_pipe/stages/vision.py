@@ -30,7 +30,7 @@ from ..registry import stages
 from ..vision.boxes import filter_detections
 from ..vision.captions import caption_index, image_key
 from ..vision.context import ContextStyle, build_visual_context
-from .base import Stage, StageParams
+from .base import Role, Stage, StageParams
 
 
 class VisionParams(StageParams, ImageOptions):
@@ -210,9 +210,7 @@ class CaptionStage(Stage):
     optional_reads = ("image", "caption", "objects", "ocr")
     writes = ("caption",)
     # The model is optional: without one the stage serves precomputed captions (embedded default).
-    # The runner gives a ModelClient to stages that declare `accepts_model` when a backend is named.
-    uses_model = False
-    accepts_model = True
+    roles = {"vlm": Role(needs=frozenset({"chat", "images"}), required=False, description="an image-text model")}
 
     def __init__(self, params: CaptionParams, model, context):
         super().__init__(params, model, context)
