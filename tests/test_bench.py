@@ -257,3 +257,35 @@ def _without_timings_text(text: str, name: str) -> str:
         return _without_timings(tmp)
     finally:
         tmp.unlink()
+
+
+def test_run_reports_tokens_and_cost_per_model(tmp_path, capsys):
+    """Accounting plumbing (fake backend: a unit test of the counters, not of a model): tokens of
+    calls made and of cache hits are kept per model name; `run` prices them from the table."""
+    import asyncio
+
+    from mmie_pipe.adapters.fake import FakeBackend, FakeConfig
+    from mmie_pipe.cache import GenerationCache
+    from mmie_pipe.commands.run import cost_line
+    from mmie_pipe.pipeline import validate_pipeline
+    from mmie_pipe.runner import Runner
+
+    (tmp_path / "in.jsonl").write_text("".join(
+        json.dumps({"id": f"r{i}", "text": f"Alice met Bob {i} in Paris"}) + "\n" for i in range(3)))
+    config = validate_pipeline({"name": "t", "backends": {"llm": {"kind": "fake", "model": "gpt-4o-mini"}},
+                                "stages": [{"stage": "extract", "backend": "llm", "params": {"shots": 1}}]}).config
+    cache = GenerationCache(tmp_path / "c.sqlite")
+
+    def run(out: str) -> dict:
+        backend = FakeBackend(FakeConfig(model="gpt-4o-mini", reply="Alice (PER)"))
+        summary = asyncio.run(Runner(config, cache=cache, backends={"llm": backend}).run(tmp_path / "in.jsonl", tmp_path / out))
+        return summary.as_dict()["tokens_by_model"]
+
+    first = run("a")
+    assert first == {"gpt-4o-mini": {"prompt": 30, "completion": 6, "cached_prompt": 0, "cached_completion": 0}}
+    second = run("b")
+    assert second == {"gpt-4o-mini": {"prompt": 0, "completion": 0, "cached_prompt": 30, "cached_completion": 6}}
+    assert cost_line(first, None) == "  tokens: 30 in, 6 out; estimated cost $0.0000"
+    (tmp_path / "p.yaml").write_text("per_million_tokens: {gpt-4o-mini: {input: 100000, output: 1000000}}")
+    assert cost_line(first, str(tmp_path / "p.yaml")).endswith("estimated cost $9.0000")
+    assert "no price for local.gguf" in cost_line({"local.gguf": {"prompt": 1, "completion": 1}}, None)
