@@ -135,3 +135,31 @@ def test_report_renders_in_headless_chromium(tmp_path):
     # The photos are drawn: the part of the page beside the first record is not flat.
     crop = shot.crop((shot.width // 2, 300, shot.width, 1200))
     assert len(crop.resize((64, 64)).getcolors(maxcolors=64 * 64) or []) > 200
+
+
+def test_relation_report_on_real_mnre_records(tmp_path, shared_data):
+    """MNRE gold from the real files; predictions: the first record right, the second with every
+    label changed, the third with none (all missed)."""
+    from mmie_pipe.data import load_split
+
+    records = [r for r in load_split("mnre", "test", data_root=shared_data, limit=40)
+               if r.gold and any(rel.label != "None" for rel in r.gold.relations)][:3]
+    assert len(records) == 3
+    lines = []
+    for i, record in enumerate(records):
+        data = record.model_dump(mode="json", exclude_none=True)
+        relations = data["gold"]["relations"]
+        if i == 1:
+            relations = [{**r, "label": "/per/per/peer" if r["label"] != "/per/per/peer" else "/per/per/alumi"} for r in relations]
+        data["relations"] = relations if i < 2 else []
+        lines.append(json.dumps({**data, "line": i + 1}))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "predictions.jsonl").write_text("\n".join(lines) + "\n")
+    assert main(["report", str(run), "-o", str(tmp_path / "mre.html")]) == 0
+    page = (tmp_path / "mre.html").read_text()
+    assert "Scores (mre, offsets matching)" in page and "Confusion of labels" in page
+    views = page.split('<section class="record')[1:]
+    assert len(views) == 3
+    assert 'badge correct' in views[0] and 'wrong_label' not in views[0].split("</h3>")[0]
+    assert 'badge wrong_label' in views[1] and 'badge missed' in views[2]

@@ -122,7 +122,7 @@ def cell_dir(out_dir: Path, cell: Cell, data_sha: str) -> Path:
 
 def is_complete(run_dir: Path) -> bool:
     state = run_dir / CELL_STATE
-    return state.is_file() and json.loads(state.read_text(encoding="utf-8")).get("complete") is True
+    return state.is_file() and (run_dir / "predictions.jsonl").is_file() and json.loads(state.read_text(encoding="utf-8")).get("complete") is True
 
 
 class SharedBackends:
