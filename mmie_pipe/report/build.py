@@ -28,6 +28,8 @@ class ReportError(ValueError):
 
 
 def _predictions_path(path: Path) -> Path:
+    if not path.exists():
+        raise ReportError(f"{path} does not exist")
     if path.is_file():
         return path
     candidate = path / PREDICTIONS
