@@ -210,8 +210,8 @@ async def run_cells(
                 outcomes.append(CellOutcome(cell, run_dir, "done"))
                 continue
             runner = _runner(cell, shared, caches)
-            plan = plan_cell(runner, inputs[cell.data], chars_per_token) if budget else None
-            if budget and plan is not None:
+            plan = plan_cell(runner, inputs[cell.data], chars_per_token)
+            if budget:
                 if budget.kind == "tokens":
                     would = spent_tokens + plan.tokens
                 else:
@@ -224,17 +224,21 @@ async def run_cells(
             resumed = (run_dir / "predictions.jsonl").is_file()
             started = time.perf_counter()
             try:
-                await shared.start_for(cell)
+                if not plan.exact or plan.calls:  # a cell the cache answers whole starts no server
+                    await shared.start_for(cell)
                 summary = await runner.run(inputs[cell.data], run_dir, progress=progress, source=cell.source)
             except MmieError as exc:  # e.g. a server that did not start: the other cells still run
                 outcomes.append(CellOutcome(cell, run_dir, f"failed: {exc}", plan, time.perf_counter() - started))
                 continue
-            (run_dir / CELL_STATE).write_text(
-                json.dumps({"cell": cell.id, "complete": True, "overrides": cell.overrides}, indent=2) + "\n",
-                encoding="utf-8",
-            )
+            state = {"cell": cell.id, "complete": True, "overrides": cell.overrides}
+            measured = plan_cell(runner, inputs[cell.data])
+            if measured.exact and measured.calls == 0:
+                # Every request's usage, read back from the cache: exact even after an interruption
+                # (the manifests' per-attempt sums count a call finished before it twice).
+                state["tokens_by_model"] = measured.cached_usage
+            (run_dir / CELL_STATE).write_text(json.dumps(state, indent=2, sort_keys=True) + "\n", encoding="utf-8")
             spent = summary.calls.as_dict()["tokens_by_model"]
-            if plan is not None:
+            if plan.calls:
                 for model, chars in plan.chars_by_model.items():
                     prompt_tokens = spent.get(model, {}).get("prompt", 0)
                     if chars and prompt_tokens:

@@ -33,6 +33,8 @@ class CellPlan:
     completion_tokens: int = 0
     by_model: dict[str, list[int]] = field(default_factory=dict)  # model -> [prompt, completion] estimates
     chars_by_model: dict[str, int] = field(default_factory=dict)  # prompt characters of the needed calls
+    # Token usage the cache holds for the planned requests already answered (exact, per model).
+    cached_usage: dict[str, dict[str, int]] = field(default_factory=dict)
     unplanned: list[str] = field(default_factory=list)  # stages whose calls are decided while running
 
     @property
@@ -96,8 +98,17 @@ def plan_cell(
             except Exception:  # noqa: BLE001 - the run reports this record's error; it makes no call
                 continue
             key = stage.model.key(request)
-            if key in seen or runner.cache.get(key) is not None:
+            if key in seen:
                 plan.cached += 1
+                continue
+            stored = runner.cache.get(key)
+            if stored is not None:
+                seen.add(key)
+                plan.cached += 1
+                usage = stored.get("usage") or {}
+                book = plan.cached_usage.setdefault(stage.model.model_name, {"prompt": 0, "completion": 0})
+                book["prompt"] += int(usage.get("prompt_tokens", 0))
+                book["completion"] += int(usage.get("completion_tokens", 0))
                 continue
             seen.add(key)
             plan.calls += 1

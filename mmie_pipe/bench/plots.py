@@ -57,14 +57,18 @@ def write_plots(payload: dict[str, Any], axes: list[str], out_dir: Path) -> list
         written.append(F1_VS_SHOTS)
     priced = all(r.get("cost_per_1k_posts") is not None for r in rows)
     key = "cost_per_1k_posts" if priced else "tokens_per_1k_posts"
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    fig, ax = plt.subplots(figsize=(7.2, 4.2), dpi=110)
+    points: dict[tuple[float, float], list[str]] = {}  # cells that land on one point share a label
     for r in rows:
-        x = r.get(key) or 0
-        ax.scatter([x], [100 * r["f1"]], s=36)
-        ax.annotate(_label(r, set()) + (f" [{r['data']}]" if several_data else ""), (x, 100 * r["f1"]),
-                    fontsize=7, xytext=(4, 3), textcoords="offset points")
+        x = (r.get(key) or 0) / (1 if priced else 1000)
+        points.setdefault((x, 100 * r["f1"]), []).append(_label(r, set()) + (f" [{r['data']}]" if several_data else ""))
+    for (x, y), labels in points.items():
+        ax.scatter([x], [y], s=36)
+        ax.annotate("\n".join(labels), (x, y), fontsize=7, xytext=(5, 3), textcoords="offset points")
+    ax.margins(x=0.35, y=0.12)
+    ax.xaxis.set_major_locator(plt.MaxNLocator(6))
     ax.set_xlabel(f"cost per 1,000 posts ({payload['currency']})" if priced
-                  else "tokens per 1,000 posts (no price for this model: see --prices)")
+                  else "thousand tokens per 1,000 posts (no price for this model: see --prices)")
     ax.set_ylabel(f"{payload['task']} F1 (%)")
     ax.set_title(f"{payload['name']}: F1 against cost")
     ax.grid(alpha=0.3)

@@ -5,7 +5,10 @@ plots and the bench manifest.
 Every figure comes from files on disk (predictions and run manifests), never from this process's
 memory, so re-running an unchanged spec rewrites the same tables, byte for byte except `wall_s`.
 Tokens are what the cell's requests take, whether this bench paid for them or the cache served
-them (the cache keeps each answer's token usage), so a cell's cost is what a fresh run pays.
+them (the cache keeps each answer's token usage), so a cell's cost is what a fresh run pays. For
+stages whose requests can be rebuilt from the input, the usage of every request is read back from
+the cache when the cell finishes (exact); otherwise it is summed over the run's attempts (a call
+that finished just before an interruption then counts twice).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from ..data.jsonl import iter_prediction_records
 from ..manifest import MANIFEST, git_revision, package_versions
 from ..metrics import evaluate, join_by_id
 from ..pricing import PriceTable, bill
-from .execute import CellOutcome, file_sha256, is_complete
+from .execute import CELL_STATE, CellOutcome, file_sha256, is_complete
 from .spec import BenchSpec
 
 RESULTS_JSON = "results.json"
@@ -80,8 +83,12 @@ def cell_row(outcome: CellOutcome, spec: BenchSpec, prices: PriceTable, out_dir:
             for kind, prf in sorted(main.scores.per_type.items())
         ]
     attempts = _attempts(run_dir)
-    tokens = _sum_tokens(attempts)
-    fresh = bill(tokens, prices, include_cached=True)
+    state = run_dir / CELL_STATE
+    measured = json.loads(state.read_text(encoding="utf-8")).get("tokens_by_model") if state.is_file() else None
+    if measured is not None:  # every request's usage, read back from the cache when the cell finished
+        fresh = bill(measured, prices)
+    else:  # stages that plan their calls while running: the attempts' sums
+        fresh = bill(_sum_tokens(attempts), prices, include_cached=True)
     records = row.get("records") or 0
     row.update(
         model_calls=sum(a.get("model_calls", 0) for a in attempts),
