@@ -12,7 +12,7 @@ import pytest
 from browser import dump_dom, screenshot
 from mmie_pipe.cli import main
 from mmie_pipe.metrics import join_by_id
-from mmie_pipe.records import Entity, Record
+from mmie_pipe.records import Entity
 from mmie_pipe.report.analysis import analyse
 
 

@@ -132,8 +132,7 @@ def scores_table(result: TaskResult) -> str:
 def confusion_table(confusion: Counter, what: str = "type") -> str:
     if not confusion:
         return "<p class=\"muted\">Nothing to tabulate.</p>"
-    labels = sorted({g for g, _ in confusion} | {p for _, p in confusion} - {NONE}) 
-    labels = [x for x in labels if x != NONE] + [NONE]
+    labels = sorted(({g for g, _ in confusion} | {p for _, p in confusion}) - {NONE}) + [NONE]
     head = "".join(f"<th>{escape(x)}</th>" for x in labels)
     rows = []
     for g in labels:
