@@ -133,7 +133,8 @@ def load_spec(path: str | Path) -> tuple[BenchSpec, Path]:
         for err in exc.errors():
             loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("str", "PipelineEntry")))
             msg = err["msg"].removeprefix("Value error, ")
-            problems.append(f"{loc or '(top)'}: {msg}")
+            # A validator that names the field itself (`grid.shots: ...`) is not prefixed twice.
+            problems.append(msg if loc and msg.startswith(f"{loc}.") else f"{loc or '(top)'}: {msg}")
         raise ConfigError(f"{path}: invalid bench spec:\n  " + "\n  ".join(dict.fromkeys(problems))) from exc
 
 
