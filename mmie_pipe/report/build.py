@@ -122,13 +122,23 @@ def _bench_report(path: Path, *, gold, task, mode, limit) -> str:
     results = json.loads((path / BENCH_RESULTS).read_text(encoding="utf-8"))
     task = task or results.get("task")
     mode = results.get("mode", mode)
-    columns = results.get("columns") or []
+    columns = [c for c in results.get("columns") or [] if c != "cell"]
     rows = results.get("cells") or []
-    head = "".join(f"<th>{escape(c)}</th>" for c in columns)
+    short = {"precision": "P", "recall": "R", "f1": "F1", "model_calls": "calls", "cache_hits": "hits",
+             "cost_per_1k_posts": "cost/1k posts", "tokens_per_1k_posts": "tokens/1k posts"}
+    head = "".join(f"<th>{escape(short.get(c, c))}</th>" for c in columns)
+
+    def shown(column: str, value) -> str:
+        if column in ("precision", "recall", "f1") and isinstance(value, (int, float)):
+            return html.pct(value)
+        return _fmt(value)
+
     body_rows = "".join(
-        "<tr>" + "".join(f"<td>{escape(_fmt(row.get(c)))}</td>" for c in columns) + "</tr>" for row in rows
+        "<tr>" + "".join(f"<td>{escape(shown(c, row.get(c)))}</td>" for c in columns) + "</tr>" for row in rows
     )
-    parts = [f"<h2>Results</h2><table class=\"bench\"><thead><tr>{head}</tr></thead><tbody>{body_rows}</tbody></table>"]
+    parts = [f"<h2>Results</h2><p class=\"muted\">P/R/F1 in %; tokens and cost: what a fresh run of the cell "
+             f"takes.</p><div style=\"overflow-x:auto\"><table class=\"bench\"><thead><tr>{head}</tr></thead>"
+             f"<tbody>{body_rows}</tbody></table></div>"]
     for row in rows:
         run_dir = path / row["run_dir"] if row.get("run_dir") else None
         title = f"{row['cell']}: {row.get('status', '')}"
