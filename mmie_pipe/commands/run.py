@@ -23,6 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--strict", action="store_true", help="stop at the first record error")
     p.add_argument("--overwrite", action="store_true", help="discard a previous run in the output directory")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the generation cache")
+    p.add_argument("--prices", help="price table YAML for the cost estimate (default: the shipped OpenAI example)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar (default: on a terminal only)")
     p.set_defaults(func=run_command)
@@ -42,6 +43,20 @@ def add_config_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", "-p", help="backend profile (see `mmie-pipe ls`) or a profile YAML file")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. stages.extract.params.shots=4 (repeatable)")
+
+
+def cost_line(tokens_by_model: dict, prices: str | None) -> str:
+    from ..pricing import bill, format_cost, load_prices
+
+    try:
+        table = load_prices(prices)
+    except ConfigError as exc:
+        return f"  cost: n/a ({exc})"
+    spent = bill(tokens_by_model, table)
+    line = f"  tokens: {spent.prompt_tokens} in, {spent.completion_tokens} out; estimated cost "
+    if spent.cost is None:
+        return line + f"n/a (no price for {', '.join(spent.unpriced)}; see --prices)"
+    return line + format_cost(spent.cost, table.currency)
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -70,6 +85,7 @@ def run_command(args: argparse.Namespace) -> int:
     print(f"{s['records']} records written ({s['ok']} ok, {s['errors']} with errors), "
           f"{s['resumed_skipped']} already done; {s['model_calls']} model calls, {s['cache_hits']} cache hits, "
           f"{s['prompt_tokens'] + s['completion_tokens']} tokens; {s['seconds']:.1f}s")
+    print(cost_line(s["tokens_by_model"], args.prices))
     for stage, count in sorted(s["errors_by_stage"].items()):
         print(f"  errors in {stage}: {count}")
     for note in runner.context.notes:
