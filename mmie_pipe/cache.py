@@ -7,16 +7,23 @@ or a value: callers pass only identities (see `cache_key`).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import logging
 import os
 import sqlite3
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
+
+from .errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 
@@ -65,46 +72,104 @@ def cache_key(
 
 
 class GenerationCache:
-    """Key -> JSON value store. One connection per thread; WAL lets readers and a writer coexist."""
+    """Key -> JSON value store. One connection per thread; WAL lets readers and a writer coexist.
+
+    The event loop never waits on SQLite: `aget`/`aput` run on one worker thread of the cache's
+    own. A damaged entry or file never fails a record: an unreadable entry is a miss (and is
+    overwritten), a store that stops working mid-run is warned about once and skipped. A file
+    that cannot be opened at all is one `ConfigError` naming it, raised before any model starts.
+    """
 
     def __init__(self, path: str | Path | None = None, *, enabled: bool = True):
         self.path = Path(path) if path else default_cache_path()
         self.enabled = enabled
         self._local = threading.local()
+        self._executor: ThreadPoolExecutor | None = None
+        self._warned: set[str] = set()
         if enabled:
+            self._open()
+
+    def _open(self) -> None:
+        try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self._connect() as conn:
-                conn.execute(
-                    "CREATE TABLE IF NOT EXISTS generations ("
-                    " key TEXT PRIMARY KEY, stage TEXT NOT NULL, created REAL NOT NULL,"
-                    " value TEXT NOT NULL)"
-                )
-                conn.execute("CREATE INDEX IF NOT EXISTS generations_stage ON generations(stage)")
+        except OSError as exc:
+            raise ConfigError(_unusable(self.path.parent, f"cannot create the cache folder: {exc.strerror or exc}")) from None
+        for target in (self.path.parent, self.path):
+            if target.exists() and not os.access(target, os.W_OK):
+                raise ConfigError(_unusable(self.path, f"{target} is not writable"))
+        try:
+            conn = self._connect()
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS generations ("
+                " key TEXT PRIMARY KEY, stage TEXT NOT NULL, created REAL NOT NULL,"
+                " value TEXT NOT NULL)"
+            )
+            conn.execute("CREATE INDEX IF NOT EXISTS generations_stage ON generations(stage)")
+        except sqlite3.Error as exc:
+            self.close()
+            raise ConfigError(_unusable(self.path, f"{type(exc).__name__}: {exc}")) from None
 
     def _connect(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             # Autocommit mode: each statement is its own short transaction, so writers from other
             # processes wait at most `timeout` seconds for the lock instead of failing.
-            conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             self._local.conn = conn
         return conn
 
+    def _warn_once(self, what: str, exc: BaseException) -> None:
+        if what not in self._warned:
+            self._warned.add(what)
+            log.warning("generation cache %s: %s failed (%s: %s); continuing without it for such calls",
+                        self.path, what, type(exc).__name__, exc)
+
     def get(self, key: str) -> dict[str, Any] | None:
+        """The stored value, or None for a miss, an unreadable entry or a failing store."""
         if not self.enabled:
             return None
-        row = self._connect().execute("SELECT value FROM generations WHERE key = ?", (key,)).fetchone()
-        return json.loads(row[0]) if row else None
+        try:
+            row = self._connect().execute("SELECT value FROM generations WHERE key = ?", (key,)).fetchone()
+        except sqlite3.Error as exc:
+            self._warn_once("read", exc)
+            return None
+        if row is None:
+            return None
+        try:
+            value = json.loads(row[0])
+        except (TypeError, ValueError, RecursionError) as exc:
+            log.warning("generation cache %s: entry %s is unreadable (%s); recomputing it", self.path, key[:12], exc)
+            return None
+        return value if isinstance(value, dict) else None
 
     def put(self, key: str, stage: str, value: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        self._connect().execute(
-            "INSERT OR REPLACE INTO generations (key, stage, created, value) VALUES (?, ?, ?, ?)",
-            (key, stage, time.time(), json.dumps(value, ensure_ascii=False)),
-        )
+        try:
+            self._connect().execute(
+                "INSERT OR REPLACE INTO generations (key, stage, created, value) VALUES (?, ?, ?, ?)",
+                (key, stage, time.time(), json.dumps(value, ensure_ascii=True)),
+            )
+        except sqlite3.Error as exc:
+            self._warn_once("write", exc)
+
+    def _worker(self) -> ThreadPoolExecutor:
+        # Not tied to an event loop: the same cache serves any number of `asyncio.run`s.
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mmie-cache")
+        return self._executor
+
+    async def aget(self, key: str) -> dict[str, Any] | None:
+        if not self.enabled:
+            return None
+        return await asyncio.get_running_loop().run_in_executor(self._worker(), self.get, key)
+
+    async def aput(self, key: str, stage: str, value: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        await asyncio.get_running_loop().run_in_executor(self._worker(), self.put, key, stage, value)
 
     def info(self) -> dict[str, Any]:
         rows = self._connect().execute(
@@ -128,7 +193,40 @@ class GenerationCache:
         return removed
 
     def close(self) -> None:
+        if self._executor is not None:
+            self._executor.submit(self._close_thread_connection).result()
+            self._executor.shutdown(wait=True)
+            self._executor = None
+        self._close_thread_connection()
+
+    def _close_thread_connection(self) -> None:
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()
             self._local.conn = None
+
+
+def _unusable(path: Path, why: str) -> str:
+    return (f"the generation cache {path} cannot be used ({why}); fix it, remove it "
+            f"(`mmie-pipe cache clear --path {path}` also works on a damaged file), point "
+            "runtime.cache_path or MMIE_CACHE_DIR elsewhere, or run with --no-cache")
+
+
+def reset_damaged(path: Path) -> bool:
+    """Move a cache file SQLite cannot read aside (with its WAL files); True if it was damaged."""
+    try:
+        conn = sqlite3.connect(path, timeout=30.0)
+        try:
+            conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+            ok = conn.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        ok = False
+    if ok:
+        return False
+    for suffix in ("", "-wal", "-shm"):
+        part = Path(str(path) + suffix)
+        if part.exists():
+            os.replace(part, Path(str(path) + suffix + ".damaged"))
+    return True

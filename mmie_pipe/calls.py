@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Generic, Sequence, TypeVar
@@ -21,6 +22,7 @@ from .errors import MmieError, ParseError
 from .model_io import Constraint, Message, ModelRequest, ModelResponse, Usage
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -87,11 +89,19 @@ async def through_cache(
     stage: str,
     stats: CallStats | None,
     compute: Callable[[], Awaitable[dict[str, Any]]],
+    check: Callable[[dict[str, Any]], Any] | None = None,
 ) -> tuple[dict[str, Any], bool]:
     """The one read-through path into the generation cache, for model calls and local tools alike:
-    a hit is counted and computes nothing; a miss is counted, computed and stored. Returns
-    (value, hit)."""
-    hit = cache.get(key) if cache is not None else None
+    a hit is counted and computes nothing; a miss is counted, computed and stored. A stored value
+    that `check` rejects is a damaged entry: it is recomputed and overwritten. Returns
+    (value, hit). SQLite runs off the event loop."""
+    hit = await cache.aget(key) if cache is not None else None
+    if hit is not None and check is not None:
+        try:
+            check(hit)
+        except (ValueError, TypeError, KeyError) as exc:
+            log.warning("cache entry %s for %s is damaged (%s); recomputing it", key[:12], stage, _brief(exc))
+            hit = None
     if hit is not None:
         if stats is not None:
             stats.cache_hits += 1
@@ -100,7 +110,7 @@ async def through_cache(
         stats.calls += 1
     value = await compute()
     if cache is not None:
-        cache.put(key, stage, value)
+        await cache.aput(key, stage, value)
     return value, False
 
 
@@ -178,7 +188,7 @@ class ModelClient:
             self.stats.usage = self.stats.usage + fresh.usage
             return fresh.model_dump(mode="json", exclude={"cached"})
 
-        value, hit = await through_cache(self.cache, key, self.stage, self.stats, call)
+        value, hit = await through_cache(self.cache, key, self.stage, self.stats, call, check=ModelResponse.model_validate)
         if not hit:
             return fresh
         return ModelResponse.model_validate(value).model_copy(update={"cached": True, "usage": Usage()})
@@ -233,4 +243,3 @@ def json_parser(model: type[BaseModel]) -> Callable[[str], BaseModel]:
         return model.model_validate(json.loads(match.group(0)))
 
     return parse
-

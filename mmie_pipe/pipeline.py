@@ -68,6 +68,9 @@ class RuntimeConfig(BaseModel):
     cache: bool = True
     cache_path: str | None = None
     seed: int = 0
+    # Stop the run (resumably) after this many records in a row failed in the model backend;
+    # 0 never stops.
+    max_consecutive_failures: int = Field(default=10, ge=0)
 
 
 class PipelineConfig(BaseModel):
@@ -82,11 +85,13 @@ class PipelineConfig(BaseModel):
     runtime: RuntimeConfig = RuntimeConfig()
 
     def fingerprint(self) -> str:
-        """Hash of what decides the outputs: runtime knobs, server addresses, concurrency and
-        retry settings are left out, so a resumed run may use another URL or more slots."""
+        """Hash of what decides the outputs: the seed (it picks few-shot examples) is in; other
+        runtime knobs, server addresses, concurrency and retry settings are left out, so a resumed
+        run may use another URL or more slots."""
         from .cache import canonical_json
 
         body = self.model_dump(mode="json", exclude={"runtime", "description"})
+        body["seed"] = self.runtime.seed
         body["backends"] = {
             role: {k: v for k, v in spec.items() if k not in OPERATIONAL_BACKEND_KEYS}
             for role, spec in body["backends"].items()
@@ -271,6 +276,7 @@ def validate_pipeline(raw: dict[str, Any], source: str = "<pipeline>") -> Valida
                 f"(add a stage that does, or list it under `inputs` if the input carries it)"
             )
         available |= set(stage_cls.writes)
+    problems += _late_optional_reads(config)
     return ValidationReport(config=config, source=source, problems=problems)
 
 
@@ -305,6 +311,28 @@ def _check_roles(spec: StageSpec, stage_cls: Any, params: Any, config: PipelineC
                 f"role {role_name!r} needs {', '.join(sorted(missing))}, which backend {backend_name!r} "
                 f"({spec_of_backend.get('kind')}) cannot do"
             )
+    return problems
+
+
+def _late_optional_reads(config: PipelineConfig) -> list[str]:
+    """A field a stage uses when present but that only a later stage writes is never seen by it:
+    the stages are in the wrong order."""
+    classes = []
+    for spec in config.stages:
+        try:
+            classes.append(registry.stages.get(spec.stage))
+        except KeyError:
+            return []  # already reported
+    problems = []
+    for i, cls in enumerate(classes):
+        earlier = set().union(*(c.writes for c in classes[:i])) | set(INPUT_FIELDS) | set(config.inputs)
+        for j, later in enumerate(classes[i + 1 :], start=i + 1):
+            late = [f for f in cls.optional_reads if f in later.writes and f not in earlier]
+            if late:
+                problems.append(
+                    f"stages[{i}] ({config.stages[i].stage}): uses {', '.join(late)} when present, but only the later "
+                    f"stages[{j}] ({config.stages[j].stage}) writes it; move that stage earlier"
+                )
     return problems
 
 

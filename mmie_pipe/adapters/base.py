@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..loop_local import LoopLocal
 from ..model_io import ModelRequest, ModelResponse
 
 # What a request may need; a backend lists what it supports, a stage's roles list what they need,
@@ -47,8 +48,7 @@ class Backend(ABC):
 
     def __init__(self, config: BackendConfig):
         self.config = config
-        self._slots: asyncio.Semaphore | None = None
-        self._slots_loop: asyncio.AbstractEventLoop | None = None
+        self._slots: LoopLocal[asyncio.Semaphore] = LoopLocal(lambda: asyncio.Semaphore(self.config.concurrency))
 
     @abstractmethod
     def identity(self) -> dict[str, Any]:
@@ -80,18 +80,9 @@ class Backend(ABC):
         if missing:
             raise ValueError(f"backend {self.kind!r} cannot do {', '.join(sorted(missing))}")
 
-    def _semaphore(self) -> asyncio.Semaphore:
-        # A semaphore belongs to the event loop that first waits on it; a backend reused in a new
-        # loop (another `asyncio.run`, e.g. the next bench cell) gets a fresh one.
-        loop = asyncio.get_running_loop()
-        if self._slots is None or self._slots_loop is not loop:
-            self._slots = asyncio.Semaphore(self.config.concurrency)
-            self._slots_loop = loop
-        return self._slots
-
     async def generate(self, request: ModelRequest) -> ModelResponse:
         """Run one request, at most `concurrency` at a time."""
-        async with self._semaphore():
+        async with self._slots.get():
             if request.score_choices:
                 return await self._score_choices(request)
             return await self._generate(request)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 from pathlib import Path
 
-from ..cache import GenerationCache
+from ..cache import GenerationCache, default_cache_path, reset_damaged
+from ..errors import ConfigError, ExitCode
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,10 +20,29 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cache_command(args: argparse.Namespace) -> int:
-    cache = GenerationCache(args.path)
-    if args.action == "info":
-        print(json.dumps(cache.info(), indent=2))
-    else:
-        removed = cache.clear(args.stage)
-        print(f"removed {removed} entries" + (f" of stage {args.stage}" if args.stage else ""))
-    return 0
+    """Both actions work on a damaged file: `info` says so, `clear` moves it aside and starts anew."""
+    path = args.path or default_cache_path()
+    if args.action == "clear" and path.exists() and reset_damaged(path):
+        GenerationCache(path).close()
+        print(f"{path} was damaged: moved aside to {path}.damaged; a new empty cache is in its place")
+        return ExitCode.OK
+    try:
+        cache = GenerationCache(path)
+    except ConfigError as exc:
+        if args.action == "info":
+            print(json.dumps({"path": str(path), "usable": False, "problem": str(exc)}, indent=2))
+        else:
+            print(f"error: {exc}")
+        return ExitCode.REFUSED
+    try:
+        if args.action == "info":
+            print(json.dumps(cache.info(), indent=2))
+        else:
+            removed = cache.clear(args.stage)
+            print(f"removed {removed} entries" + (f" of stage {args.stage}" if args.stage else ""))
+    except sqlite3.DatabaseError as exc:
+        print(f"error: the cache {path} is damaged ({exc}); `mmie-pipe cache clear --path {path}` resets it")
+        return ExitCode.REFUSED
+    finally:
+        cache.close()
+    return ExitCode.OK

@@ -7,8 +7,9 @@ import asyncio
 import sys
 from pathlib import Path
 
-from ..errors import ConfigError, MmieError
+from ..errors import ConfigError, ExitCode, MmieError
 from ..pipeline import load_pipeline, validate_pipeline
+from ..redact import redact
 from ..runner import PREDICTIONS, Runner, StrictModeError
 
 
@@ -17,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("pipeline", help="shipped pipeline name (see `mmie-pipe ls`) or a YAML file")
     p.add_argument("--input", "-i", required=True, type=Path, help="input JSONL, one post per line")
     p.add_argument("--output", "-o", type=Path, help="run directory (default: runs/PIPELINE-INPUTSTEM)")
-    p.add_argument("--limit", type=int, help="process only the first N input lines")
+    p.add_argument("--limit", type=non_negative_int, help="process only the first N input lines")
     add_config_options(p)
     p.add_argument("--strict", action="store_true", help="stop at the first record error")
     p.add_argument("--overwrite", action="store_true", help="discard a previous run in the output directory")
@@ -25,6 +26,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar (default: on a terminal only)")
     p.set_defaults(func=run_command)
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be zero or more, got {value}")
+    return value
 
 
 def add_config_options(p: argparse.ArgumentParser) -> None:
@@ -50,11 +61,11 @@ def run_command(args: argparse.Namespace) -> int:
                        source=source, overwrite=args.overwrite)
         )
     except StrictModeError as exc:
-        print(f"error (--strict): {exc}", file=sys.stderr)
-        return 1
+        print(f"error (--strict): {redact(str(exc))}", file=sys.stderr)
+        return ExitCode.RECORD_ERRORS
     except MmieError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
+        return ExitCode.REFUSED
     s = summary.as_dict()
     print(f"{s['records']} records written ({s['ok']} ok, {s['errors']} with errors), "
           f"{s['resumed_skipped']} already done; {s['model_calls']} model calls, {s['cache_hits']} cache hits, "
@@ -62,6 +73,9 @@ def run_command(args: argparse.Namespace) -> int:
     for stage, count in sorted(s["errors_by_stage"].items()):
         print(f"  errors in {stage}: {count}")
     for note in runner.context.notes:
-        print(f"  note: {note}")
+        print(f"  note: {redact(note)}")
     print(f"predictions: {output / PREDICTIONS}")
-    return 0
+    if summary.stopped:
+        print(f"error: {redact(summary.stopped)}", file=sys.stderr)
+        return ExitCode.STOPPED
+    return ExitCode.RECORD_ERRORS if summary.errors else ExitCode.OK

@@ -13,12 +13,12 @@ import json
 import re
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from ..calls import json_parser
 from ..fewshot import Example, ExampleSelector, load_pool
 from ..model_io import Constraint, Message, ModelRequest, Sampling
-from ..prompts import render
+from ..prompts import check_template, render
 from ..records import Entity, Record, find_span
 from ..registry import stages
 from .base import Role, Stage, StageParams
@@ -39,7 +39,7 @@ CONTEXT_FIELDS = ("caption", "visual_context", "knowledge")
 
 class ExtractParams(StageParams):
     mode: Literal["fewshot", "chat_json"] = "fewshot"
-    labels: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_LABELS))
+    labels: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_LABELS), min_length=1)
     shots: int = Field(default=8, ge=0, le=64)
     examples: str = "ner_tweets.v1"  # shipped pool name, or a JSONL path (e.g. a converted train split)
     selection: Literal["first", "random", "similar"] = "similar"
@@ -50,6 +50,11 @@ class ExtractParams(StageParams):
     max_tokens: int = Field(default=64, gt=0)
     temperature: float = Field(default=0.0, ge=0)
     max_reasks: int = Field(default=1, ge=0)
+
+    @field_validator("template")
+    @classmethod
+    def _template_exists(cls, value: str | None) -> str | None:
+        return None if value is None else check_template(value)
 
 
 class _EntityAnswer(BaseModel):

@@ -36,8 +36,12 @@ from .base import Role, Stage, StageParams
 class VisionParams(StageParams, ImageOptions):
     """Parameters every image-reading stage accepts (where images are, and what we refuse)."""
 
-    def image_options(self) -> ImageOptions:
-        return ImageOptions.model_validate({k: getattr(self, k) for k in ImageOptions.model_fields})
+    def image_options(self, input_dir: Path | None = None) -> ImageOptions:
+        """The options, with the run's input folder as the image root unless `image_root` is set."""
+        options = ImageOptions.model_validate({k: getattr(self, k) for k in ImageOptions.model_fields})
+        if options.image_root is None and input_dir is not None:
+            options.image_root = str(input_dir)
+        return options
 
 
 # -- local tools (detector, OCR) with results cached per image hash -----------------------------------
@@ -84,7 +88,7 @@ class _CachedToolStage(Stage):
             return
         if self.tool is None:
             await self.setup()
-        options = self.params.image_options()
+        options = self.params.image_options(self.context.input_dir)
         raw = await asyncio.to_thread(read_image_bytes, record.image, options)
 
         async def run_on_image() -> dict[str, Any]:
@@ -198,6 +202,14 @@ class CaptionParams(VisionParams):
     def _one_or_many(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
 
+    @field_validator("template")
+    @classmethod
+    def _template_exists(cls, value: str) -> str:
+        from ..prompts import check_template
+
+        check_template(CAPTION_PRESETS.get(value, (value, 0))[0])
+        return value
+
 
 @stages.register("caption")
 class CaptionStage(Stage):
@@ -265,7 +277,7 @@ class CaptionStage(Stage):
     async def _from_model(self, record: Record) -> tuple[str, str] | None:
         if self.model is None or not record.image:
             return None
-        options = self.params.image_options()
+        options = self.params.image_options(self.context.input_dir)
         raw = await asyncio.to_thread(read_image_bytes, record.image, options)
         loaded = await asyncio.to_thread(decode_image, raw, options)
         scratch = self.context.run_dir / "images" if self.context.run_dir else None
