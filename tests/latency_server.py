@@ -34,6 +34,9 @@ class LatencyServer:
         self.requests = 0
         self.in_flight = 0
         self.peak_in_flight = 0
+        # The window in which this replica served (first request started, last one answered).
+        self.first_start: float | None = None
+        self.last_end: float | None = None
         self._lock = threading.Lock()
         server = self
 
@@ -54,6 +57,12 @@ class LatencyServer:
             def do_GET(self):
                 if self.path.rstrip("/").endswith("/models"):
                     self._send({"object": "list", "data": [{"id": MODEL, "object": "model"}]})
+                elif self.path.rstrip("/").endswith("/stats"):  # read and reset the serving window
+                    with server._lock:
+                        stats = {"requests": server.requests, "first_start": server.first_start,
+                                 "last_end": server.last_end}
+                        server.first_start = server.last_end = None
+                    self._send(stats)
                 else:
                     self.send_error(404)
 
@@ -61,12 +70,14 @@ class LatencyServer:
                 request = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
                 with server.slots:  # a replica serves `slots` requests at once; the rest queue
                     with server._lock:
+                        server.first_start = server.first_start or time.time()
                         server.in_flight += 1
                         server.peak_in_flight = max(server.peak_in_flight, server.in_flight)
                     time.sleep(server.latency_s)
                     with server._lock:
                         server.in_flight -= 1
                         server.requests += 1
+                        server.last_end = time.time()
                 usage = {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13}
                 if self.path.endswith("/chat/completions"):
                     message = {"role": "assistant", "content": json.dumps({"entities": []})}
@@ -98,3 +109,26 @@ class LatencyServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def main() -> None:
+    """`python tests/latency_server.py --replicas N`: serve N replicas in their own process (so a
+    benchmark's client does not share a GIL with them); prints their base URLs as one JSON line and
+    serves until stdin closes."""
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser()
+    p.add_argument("--replicas", type=int, default=1)
+    p.add_argument("--latency", type=float, default=0.5)
+    p.add_argument("--slots", type=int, default=4)
+    args = p.parse_args()
+    servers = [LatencyServer(args.latency, args.slots).start() for _ in range(args.replicas)]
+    print(json.dumps([s.base_url for s in servers]), flush=True)
+    sys.stdin.read()
+    for server in servers:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
