@@ -13,7 +13,7 @@ scales with N. Each round runs every cell once, so a round's ratios
 compare runs under the same machine load; `--repeat` rounds, and the minimum ratio is reported.
 Target: ray at N replicas >= 0.85 x N x ray at one replica (while serving).
 
-    python benchmarks/bench_distributed.py [--latency 0.5] [--slots 4] [--records-per-replica 32] [--repeat 3]
+    python benchmarks/bench_distributed.py [--latency 1.0] [--slots 4] [--records-per-replica 32] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def one_cell(kind: str, urls: list[str], n: int, records: int, slots: int, folde
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--latency", type=float, default=0.5)
+    p.add_argument("--latency", type=float, default=1.0)
     p.add_argument("--slots", type=int, default=4)
     p.add_argument("--records-per-replica", type=int, default=32)
     p.add_argument("--replicas", default="1,2,4,8")

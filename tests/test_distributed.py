@@ -146,3 +146,14 @@ def test_an_interrupted_ray_run_resumes(ray_cluster, tmp_path):
         rows = read_predictions(out)
         assert [r["line"] for r in rows] == list(range(1, 25)) and not any(r.get("errors") for r in rows)
         assert server.requests - requests_before <= 24 - resumed.skipped_done
+
+
+def test_each_actor_gets_its_own_share_of_the_replicas_and_keeps_it_after_a_restart():
+    from mmie_pipe.distributed.worker import ReplicaLedger, assign_endpoints
+
+    config = {"backends": {"llm": {"kind": "openai", "base_urls": ["u0", "u1", "u2", "u3"]}, "other": {"kind": "fake"}}}
+    shares = [assign_endpoints(config, i, 2)["backends"]["llm"]["base_urls"] for i in range(2)]
+    assert shares == [["u0", "u2"], ["u1", "u3"]]
+    assert [assign_endpoints(config, i, 8)["backends"]["llm"]["base_urls"] for i in (0, 5)] == [["u0"], ["u1"]]
+    ledger = ReplicaLedger()
+    assert [ledger.claim("a"), ledger.claim("b"), ledger.claim("a")] == [0, 1, 0]  # a restarted actor keeps its number

@@ -24,9 +24,12 @@ from ..errors import MissingDependency, MmieError
 from ..record_io import InputLine
 from ..records import Record
 from ..runner import ErrorBudget, Runner
-from .worker import PipelineWorker, add_counters, encode_chunk
+from .worker import PipelineWorker, ReplicaLedger, RunCounters, encode_chunk
 
 log = logging.getLogger(__name__)
+
+POOL_START_TIMEOUT_S = 600  # a pool that cannot start in this time lacks resources: say so
+CHUNKS_PER_ACTOR = 2  # chunks an actor works on at once (the next starts while one finishes)
 
 
 def _ray():
@@ -111,25 +114,33 @@ class RayExecutor(Runner):
         context = ray.data.DataContext.get_current()
         context.execution_options.preserve_order = True  # results come back in input order
         context.enable_progress_bars = False
+        # Start the whole pool before the first chunk: an actor ready early would otherwise queue
+        # more than its share of chunks, and the run would end waiting on it.
+        context.wait_for_min_actors_s = POOL_START_TIMEOUT_S
+        ledger = ray.remote(num_cpus=0)(ReplicaLedger).remote()
         results = ray.data.from_items(chunks, override_num_blocks=len(chunks)).map_batches(
             PipelineWorker,
             fn_constructor_kwargs={
                 "config": self.config.model_dump(mode="json"),
                 "run_dir": str(self.context.run_dir),
                 "input_dir": str(self.context.input_dir),
+                "ledger": ledger,
+                "replicas": self.replicas,
             },
             batch_size=1,
-            compute=ray.data.ActorPoolStrategy(size=self.replicas),
+            compute=ray.data.ActorPoolStrategy(size=self.replicas, max_concurrent_calls_per_actor=CHUNKS_PER_ACTOR),
             num_cpus=self.options.cpus_per_replica,
             num_gpus=self._gpus_per_replica(),
         )
+        counters = RunCounters(self.stats)
         try:
             for row in results.iter_rows():
                 result = pickle.loads(row["result"])
-                add_counters(self.stats, result.stats)
+                actor = (result.worker["host"], result.worker["pid"])
+                counters.update(actor, result.stats)
                 for note in result.notes:
                     self.context.note_once(note)
-                self._workers.setdefault((result.worker["host"], result.worker["pid"]), result.worker)
+                self._workers[actor] = result.worker
                 for item, value in result.pairs:
                     if isinstance(value, Record):
                         budget.observe(value)
