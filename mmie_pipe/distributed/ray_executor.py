@@ -61,6 +61,7 @@ class RayExecutor(Runner):
                 cpus = max(os.cpu_count() or 1, math.ceil(self.replicas * self.options.cpus_per_replica))
                 ray.init(num_cpus=cpus, include_dashboard=False, logging_level=logging.WARNING)
             self._started_ray = True
+        self.replicas = self.options.replicas or self._default_replicas()  # GPUs are known now
         if self.options.address and self.config.runtime.cache and not is_redis_url(self.config.runtime.cache_path):
             self.context.note_once(
                 "the generation cache is a SQLite file: actors on other machines each use their own; "
