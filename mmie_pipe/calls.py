@@ -188,7 +188,9 @@ class ModelClient:
             self.stats.usage = self.stats.usage + fresh.usage
             return fresh.model_dump(mode="json", exclude={"cached"})
 
-        value, hit = await through_cache(self.cache, key, self.stage, self.stats, call, check=ModelResponse.model_validate)
+        value, hit = await through_cache(
+            self.cache, key, self.stage, self.stats, call, check=ModelResponse.model_validate
+        )
         if not hit:
             return fresh
         return ModelResponse.model_validate(value).model_copy(update={"cached": True, "usage": Usage()})

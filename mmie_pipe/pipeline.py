@@ -294,6 +294,28 @@ def validate_pipeline(raw: dict[str, Any], source: str = "<pipeline>") -> Valida
     return ValidationReport(config=config, source=source, problems=problems)
 
 
+def _late_optional_reads(config: PipelineConfig) -> list[str]:
+    """A field a stage uses when present but that only a later stage writes is never seen by it:
+    the stages are in the wrong order."""
+    classes = []
+    for spec in config.stages:
+        try:
+            classes.append(registry.stages.get(spec.stage))
+        except KeyError:
+            return []  # already reported
+    problems = []
+    for i, cls in enumerate(classes):
+        earlier = set().union(*(c.writes for c in classes[:i])) | set(INPUT_FIELDS) | set(config.inputs)
+        for j, later in enumerate(classes[i + 1 :], start=i + 1):
+            late = [f for f in cls.optional_reads if f in later.writes and f not in earlier]
+            if late:
+                problems.append(
+                    f"stages[{i}] ({config.stages[i].stage}): uses {', '.join(late)} when present, but only the later "
+                    f"stages[{j}] ({config.stages[j].stage}) writes it; move that stage earlier"
+                )
+    return problems
+
+
 def _check_roles(spec: StageSpec, stage_cls: Any, params: Any, config: PipelineConfig) -> list[str]:
     """Every required role bound to a defined backend that can do what the role needs."""
     try:
@@ -325,28 +347,6 @@ def _check_roles(spec: StageSpec, stage_cls: Any, params: Any, config: PipelineC
                 f"role {role_name!r} needs {', '.join(sorted(missing))}, which backend {backend_name!r} "
                 f"({spec_of_backend.get('kind')}) cannot do"
             )
-    return problems
-
-
-def _late_optional_reads(config: PipelineConfig) -> list[str]:
-    """A field a stage uses when present but that only a later stage writes is never seen by it:
-    the stages are in the wrong order."""
-    classes = []
-    for spec in config.stages:
-        try:
-            classes.append(registry.stages.get(spec.stage))
-        except KeyError:
-            return []  # already reported
-    problems = []
-    for i, cls in enumerate(classes):
-        earlier = set().union(*(c.writes for c in classes[:i])) | set(INPUT_FIELDS) | set(config.inputs)
-        for j, later in enumerate(classes[i + 1 :], start=i + 1):
-            late = [f for f in cls.optional_reads if f in later.writes and f not in earlier]
-            if late:
-                problems.append(
-                    f"stages[{i}] ({config.stages[i].stage}): uses {', '.join(late)} when present, but only the later "
-                    f"stages[{j}] ({config.stages[j].stage}) writes it; move that stage earlier"
-                )
     return problems
 
 

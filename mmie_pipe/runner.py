@@ -224,20 +224,17 @@ class Runner:
                 finished = await self.process_stream(pending(), emit, flush=out.flush, budget=budget)
                 if not finished:
                     summary.stopped = budget.message()
-                    log.error(summary.stopped)
         finally:
             bar.close()
             summary.seconds = time.perf_counter() - started
-            await self.close()
-            manifest.data["executor"] = self.executor_info()
-            manifest.record_end(summary, self.context)
-        if resumed or self.out_of_order:
-            keep = None
-            if current_lines is not None:
-                keep = lambda data: _still_current(data, current_lines)  # noqa: E731
-            dropped = await asyncio.to_thread(rewrite_in_order, predictions, keep)
-            if dropped:
-                self.context.note_once(f"{dropped} unreadable or outdated lines were dropped from {predictions}")
+            try:
+                await self.close()
+                manifest.data["executor"] = self.executor_info()
+                manifest.record_end(summary, self.context)
+            finally:
+                # Also after --strict, an interrupt or the error budget: the file is left in order.
+                if resumed or self.out_of_order:
+                    self._put_in_order(predictions, current_lines)
         return summary
 
     async def process_stream(
@@ -263,12 +260,21 @@ class Runner:
                 return item, error_output(item)
             return process(item)
 
-        finished = await window.run(items, start, emit, flush=flush, should_stop=lambda: budget.exhausted)
-        self.out_of_order = window.out_of_order
-        return finished
+        try:
+            return await window.run(items, start, emit, flush=flush, should_stop=lambda: budget.exhausted)
+        finally:
+            self.out_of_order = window.out_of_order
 
     def executor_info(self) -> dict[str, Any]:
         return {"kind": "local"}
+
+    def _put_in_order(self, predictions: Path, current_lines: dict[int, str] | None) -> None:
+        keep = None
+        if current_lines is not None:
+            keep = lambda data: _still_current(data, current_lines)  # noqa: E731
+        dropped = rewrite_in_order(predictions, keep)
+        if dropped:
+            self.context.note_once(f"{dropped} unreadable or outdated lines were dropped from {predictions}")
 
 
 def _line_hashes(path: Path) -> dict[int, str]:

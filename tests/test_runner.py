@@ -13,7 +13,7 @@ PIPELINE = {
     "name": "t",
     "backends": {"llm": {"kind": "fake"}},
     "stages": [{"stage": "extract", "backend": "llm", "params": {"shots": 2}}],
-    "runtime": {"batch_size": 8},
+    "runtime": {"batch_size": 8, "max_consecutive_failures": 0},  # the budget has its own tests
 }
 
 

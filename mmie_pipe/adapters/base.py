@@ -80,9 +80,14 @@ class Backend(ABC):
         if missing:
             raise ValueError(f"backend {self.kind!r} cannot do {', '.join(sorted(missing))}")
 
+    def _semaphore(self) -> asyncio.Semaphore:
+        # A semaphore belongs to the event loop that first waits on it; a backend reused in a new
+        # loop (another `asyncio.run`, e.g. the next bench cell) gets a fresh one.
+        return self._slots.get()
+
     async def generate(self, request: ModelRequest) -> ModelResponse:
         """Run one request, at most `concurrency` at a time."""
-        async with self._slots.get():
+        async with self._semaphore():
             if request.score_choices:
                 return await self._score_choices(request)
             return await self._generate(request)
