@@ -14,7 +14,7 @@ $pip install -q --upgrade pip
 if [ "$what" = "test" ]; then
   # The CPU wheel of torch (an unpinned torch would pull a multi-GB CUDA build).
   $pip install -q "torch==2.13.0"
-  $pip install -q -e ".[embedded,transformers,vision,train,test,bench]"
+  $pip install -q -e ".[embedded,transformers,vision,train,test,bench,ray]"
 else
   $pip install -q -e ".[embedded,vision]"
 fi

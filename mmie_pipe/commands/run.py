@@ -24,6 +24,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="discard a previous run in the output directory")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the generation cache")
     p.add_argument("--prices", help="price table YAML for the cost estimate (default: the shipped OpenAI example)")
+    p.add_argument("--cache", metavar="LOCATION",
+                   help="generation cache: a SQLite file or redis://host:port/db (runtime.cache_path)")
+    p.add_argument("--executor", choices=["local", "ray"], help="where records run (runtime.executor; default local)")
+    p.add_argument("--ray-address", help="an existing Ray cluster (runtime.ray.address; default: start a local one)")
+    p.add_argument("--replicas", type=positive_int, help="Ray actors, one model replica each (runtime.ray.replicas)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar (default: on a terminal only)")
     p.set_defaults(func=run_command)
@@ -36,6 +41,13 @@ def non_negative_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be zero or more, got {value}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    value = non_negative_int(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be at least 1")
     return value
 
 
@@ -59,18 +71,35 @@ def cost_line(tokens_by_model: dict, prices: str | None) -> str:
     return line + format_cost(spent.cost, table.currency)
 
 
+def make_runner(config) -> Runner:
+    if config.runtime.executor == "ray":
+        from ..distributed import RayExecutor
+
+        return RayExecutor(config)
+    return Runner(config)
+
+
 def run_command(args: argparse.Namespace) -> int:
     try:
         raw, source = load_pipeline(args.pipeline, profile=args.profile, overrides=args.overrides)
+        runtime = raw.setdefault("runtime", {})
         if args.no_cache:
-            raw.setdefault("runtime", {})["cache"] = False
+            runtime["cache"] = False
+        if args.cache:
+            runtime["cache_path"] = args.cache
+        if args.executor:
+            runtime["executor"] = args.executor
+        if args.ray_address:
+            runtime.setdefault("ray", {})["address"] = args.ray_address
+        if args.replicas:
+            runtime.setdefault("ray", {})["replicas"] = args.replicas
         report = validate_pipeline(raw, source)
         if not report.ok:
             raise ConfigError("invalid pipeline:\n  " + "\n  ".join(report.problems))
         if not args.input.is_file():
             raise ConfigError(f"input file {args.input} does not exist")
         output = args.output or Path("runs") / f"{report.config.name}-{args.input.stem}"
-        runner = Runner(report.config)
+        runner = make_runner(report.config)
         summary = asyncio.run(
             runner.run(args.input, output, limit=args.limit, strict=args.strict, progress=args.progress,
                        source=source, overwrite=args.overwrite)
