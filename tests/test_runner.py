@@ -14,7 +14,7 @@ PIPELINE = {
     "backends": {"llm": {"kind": "fake"}},
     # TF-IDF selection is instant; sentence embeddings take longer than the fake model's replies.
     "stages": [{"stage": "extract", "backend": "llm", "params": {"shots": 2, "similarity": "tfidf"}}],
-    "runtime": {"batch_size": 8},
+    "runtime": {"batch_size": 8, "max_consecutive_failures": 0},  # the budget has its own tests
 }
 
 

@@ -13,12 +13,12 @@ import json
 import re
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from ..calls import json_parser
 from ..fewshot import Example
 from ..model_io import Constraint, Message, ModelRequest, Sampling
-from ..prompts import render
+from ..prompts import check_template, render
 from ..records import Entity, Record, find_span
 from ..registry import stages
 from .base import Role, Stage
@@ -40,7 +40,7 @@ CONTEXT_FIELDS = ("caption", "visual_context", "knowledge")
 
 class ExtractParams(FewShotParams):
     mode: Literal["fewshot", "chat_json"] = "fewshot"
-    labels: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_LABELS))
+    labels: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_LABELS), min_length=1)
     shots: int = Field(default=8, ge=0, le=64)
     # Record fields shown to the model as context when present (caption, visual_context, knowledge).
     context: list[Literal["caption", "visual_context", "knowledge"]] = Field(default_factory=list)
@@ -49,6 +49,11 @@ class ExtractParams(FewShotParams):
     max_tokens: int = Field(default=64, gt=0)
     temperature: float = Field(default=0.0, ge=0)
     max_reasks: int = Field(default=1, ge=0)
+
+    @field_validator("template")
+    @classmethod
+    def _template_exists(cls, value: str | None) -> str | None:
+        return None if value is None else check_template(value)
 
 
 class _EntityAnswer(BaseModel):
