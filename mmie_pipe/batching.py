@@ -12,6 +12,8 @@ import asyncio
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
+from .loop_local import LoopLocal
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -26,7 +28,7 @@ class MicroBatcher(Generic[T, R]):
         self.batch_sizes: list[int] = []  # for tests and diagnostics
         self._pending: list[tuple[T, asyncio.Future[R]]] = []
         self._timer: asyncio.TimerHandle | None = None
-        self._lock: asyncio.Lock | None = None
+        self._lock: LoopLocal[asyncio.Lock] = LoopLocal(asyncio.Lock)
         self._running: set[asyncio.Task[None]] = set()
 
     async def submit(self, item: T) -> R:
@@ -50,9 +52,7 @@ class MicroBatcher(Generic[T, R]):
             task.add_done_callback(self._running.discard)
 
     async def _run(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        async with self._lock:
+        async with self._lock.get():
             live = [(item, future) for item, future in batch if not future.done()]  # skip cancelled
             if not live:
                 return

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Generic, Sequence, TypeVar
@@ -21,6 +22,7 @@ from .errors import MmieError, ParseError
 from .model_io import Constraint, Message, ModelRequest, ModelResponse, Usage
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -34,11 +36,20 @@ class CallStats:
     usage: Usage = field(default_factory=Usage)
     # Events stages report for the run summary (e.g. MQA's `choice_fallbacks`).
     events: dict[str, int] = field(default_factory=dict)
+    # Per model name: tokens spent on calls made, and tokens the cache hits had cost when they were
+    # made (together: what a fresh run pays). Read by cost estimates (`pricing`) and `bench`.
+    spent_by_model: dict[str, Usage] = field(default_factory=dict)
+    cached_by_model: dict[str, Usage] = field(default_factory=dict)
 
     def count(self, event: str, n: int = 1) -> None:
         self.events[event] = self.events.get(event, 0) + n
 
+    def add_usage(self, model: str, usage: Usage, *, cached: bool) -> None:
+        book = self.cached_by_model if cached else self.spent_by_model
+        book[model] = book.get(model, Usage()) + usage
+
     def as_dict(self) -> dict[str, Any]:
+        models = sorted(set(self.spent_by_model) | set(self.cached_by_model))
         return {
             "model_calls": self.calls,
             "cache_hits": self.cache_hits,
@@ -47,6 +58,15 @@ class CallStats:
             "prompt_tokens": self.usage.prompt_tokens,
             "completion_tokens": self.usage.completion_tokens,
             **self.events,
+            "tokens_by_model": {
+                m: {
+                    "prompt": self.spent_by_model.get(m, Usage()).prompt_tokens,
+                    "completion": self.spent_by_model.get(m, Usage()).completion_tokens,
+                    "cached_prompt": self.cached_by_model.get(m, Usage()).prompt_tokens,
+                    "cached_completion": self.cached_by_model.get(m, Usage()).completion_tokens,
+                }
+                for m in models
+            },
         }
 
 
@@ -93,11 +113,19 @@ async def through_cache(
     stage: str,
     stats: CallStats | None,
     compute: Callable[[], Awaitable[dict[str, Any]]],
+    check: Callable[[dict[str, Any]], Any] | None = None,
 ) -> tuple[dict[str, Any], bool]:
     """The one read-through path into the generation cache, for model calls and local tools alike:
-    a hit is counted and computes nothing; a miss is counted, computed and stored. Returns
-    (value, hit)."""
-    hit = cache.get(key) if cache is not None else None
+    a hit is counted and computes nothing; a miss is counted, computed and stored. A stored value
+    that `check` rejects is a damaged entry: it is recomputed and overwritten. Returns
+    (value, hit). SQLite runs off the event loop."""
+    hit = await cache.aget(key) if cache is not None else None
+    if hit is not None and check is not None:
+        try:
+            check(hit)
+        except (ValueError, TypeError, KeyError) as exc:
+            log.warning("cache entry %s for %s is damaged (%s); recomputing it", key[:12], stage, _brief(exc))
+            hit = None
     if hit is not None:
         if stats is not None:
             stats.cache_hits += 1
@@ -106,7 +134,7 @@ async def through_cache(
         stats.calls += 1
     value = await compute()
     if cache is not None:
-        cache.put(key, stage, value)
+        await cache.aput(key, stage, value)
     return value, False
 
 
@@ -127,6 +155,13 @@ class ModelClient:
         self.stats = stats or CallStats()
         # Identical requests in flight share one backend call (a fan-out often repeats a question).
         self._in_flight: dict[str, asyncio.Future[ModelResponse]] = {}
+        self._model_name: str | None = None
+
+    @property
+    def model_name(self) -> str:
+        if self._model_name is None:  # identity() may hash a weights file: once per client
+            self._model_name = str(self.backend.identity().get("name") or self.backend.kind)
+        return self._model_name
 
     def key(self, request: ModelRequest) -> str:
         return cache_key(
@@ -182,12 +217,17 @@ class ModelClient:
                 # Tokenizers may decode the chosen option with a leading space.
                 fresh = fresh.model_copy(update={"text": fresh.text.strip()})
             self.stats.usage = self.stats.usage + fresh.usage
+            self.stats.add_usage(self.model_name, fresh.usage, cached=False)
             return fresh.model_dump(mode="json", exclude={"cached"})
 
-        value, hit = await through_cache(self.cache, key, self.stage, self.stats, call)
+        value, hit = await through_cache(
+            self.cache, key, self.stage, self.stats, call, check=ModelResponse.model_validate
+        )
         if not hit:
             return fresh
-        return ModelResponse.model_validate(value).model_copy(update={"cached": True, "usage": Usage()})
+        response = ModelResponse.model_validate(value)
+        self.stats.add_usage(self.model_name, response.usage, cached=True)
+        return response.model_copy(update={"cached": True, "usage": Usage()})
 
     async def ask(
         self,
@@ -239,4 +279,3 @@ def json_parser(model: type[BaseModel]) -> Callable[[str], BaseModel]:
         return model.model_validate(json.loads(match.group(0)))
 
     return parse
-

@@ -7,9 +7,12 @@ import importlib
 import logging
 import signal
 import sys
+import traceback
 
 from . import __version__
 from .commands import COMMAND_MODULES
+from .errors import ExitCode
+from .redact import RedactingFilter, redact
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,12 +32,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)  # argparse exits with 2 (REFUSED) on bad arguments
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactingFilter())
     # One line per HTTP request drowns the run's own messages.
     for noisy in ("httpx", "httpx2", "openai"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
@@ -44,10 +49,15 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
+        return ExitCode.INTERRUPTED
     except BrokenPipeError:  # `mmie-pipe eval ... | head`
         sys.stderr.close()
-        return 0
+        return ExitCode.OK
+    except Exception:  # noqa: BLE001 - a bug: its own status, never mistaken for record errors
+        print(redact(traceback.format_exc()), file=sys.stderr, end="")
+        print(f"internal error (exit {ExitCode.CRASH}); outputs written so far are kept, "
+              "please report this with the traceback above", file=sys.stderr)
+        return ExitCode.CRASH
 
 
 if __name__ == "__main__":

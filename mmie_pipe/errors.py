@@ -32,3 +32,19 @@ class ParseError(MmieError):
 
 class StageInputError(MmieError):
     """A record lacks what a stage needs, or has it in a form the stage cannot use."""
+
+
+class ExitCode:
+    """The command line's exit statuses (README, docs/reliability.md)."""
+
+    OK = 0  # every record ok
+    RECORD_ERRORS = 1  # the run finished (or --strict stopped it) with records that failed
+    REFUSED = 2  # refused to start: bad config, bad arguments, unusable paths, a locked output folder
+    STOPPED = 3  # stopped early by the error budget; finished records are kept, rerun to resume
+    CRASH = 4  # an internal error (a bug): the traceback is printed
+    INTERRUPTED = 130  # Ctrl-C or SIGTERM; rerun to resume
+
+
+class CacheUnavailableError(MmieError):
+    """A shared cache server (Redis) stayed unreachable after retries; the record that needed it
+    gets this error and is redone on resume."""

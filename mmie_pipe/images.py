@@ -1,4 +1,11 @@
-"""Loading post images safely: local paths, `file://` URLs and (only when enabled) http(s) URLs.
+"""Loading post images safely: local paths, `file://` and `data:` URLs, and (only when enabled)
+http(s) URLs.
+
+Local images are confined to a root folder (in a run: the input file's folder, or `image_root`):
+a `..`, an absolute path, a `file://` URL or a symlink that leads outside it is refused, so a post
+file cannot make the tool read (and send to a model server) any file on the machine. Remote images
+are off by default; when on, a redirect to another host and private or loopback addresses are
+refused unless `allow_private_hosts` is set.
 
 Every problem becomes an `ImageError` whose message starts with "image", so the runner files it as
 a per-record error of kind "image" and the record's text-only stages still run. Images are
@@ -8,8 +15,12 @@ hit needs only `image_digest`, never a decode. Resizing for a model is the model
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import io
+import ipaddress
+import socket
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -47,10 +58,13 @@ class ImageOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    # Relative image paths are resolved against this directory (default: the working directory).
+    # Local images must lie inside this folder, and relative paths resolve against it (in a run
+    # the default is the input file's folder; set it to widen or move the root).
     image_root: str | None = None
     # http(s) images are fetched only when enabled: a post file should not make us call the web.
     allow_remote: bool = False
+    # Remote images on loopback, private or link-local addresses (an intranet) need this too.
+    allow_private_hosts: bool = False
     remote_timeout_s: float = Field(default=20.0, gt=0)
     max_pixels: int = Field(default=DEFAULT_MAX_PIXELS, gt=0)
     max_bytes: int = Field(default=DEFAULT_MAX_BYTES, gt=0)
@@ -116,12 +130,16 @@ def read_image_bytes(ref: str, options: ImageOptions | None = None) -> ImageByte
     options = options or ImageOptions()
     if not ref or not ref.strip():
         raise ImageError(repr(ref), "empty image reference")
+    if ref.startswith("data:"):
+        return ImageBytes(_shown(ref), _data_url_bytes(ref, options), None)
     if is_remote(ref):
         return ImageBytes(ref, _fetch(ref, options), None)
     scheme = urlparse(ref).scheme
     if scheme not in ("", "file") and len(scheme) > 1:  # one letter: a Windows drive, not a scheme
-        raise ImageError(ref, f"unsupported URL scheme {scheme!r} (use a path, file:// or http(s)://)")
+        raise ImageError(ref, f"unsupported URL scheme {scheme!r} (use a path, file://, data: or http(s)://)")
     path = local_path(ref, options.image_root)
+    if options.image_root:
+        _confine(ref, path, Path(options.image_root).expanduser())
     if not path.exists():
         raise ImageError(ref, f"file not found ({path})")
     if path.is_dir():
@@ -138,13 +156,67 @@ def read_image_bytes(ref: str, options: ImageOptions | None = None) -> ImageByte
     return ImageBytes(ref, data, str(path))
 
 
+def _confine(ref: str, path: Path, root: Path) -> None:
+    """Refuse a path that leaves `root` once `..` and symlinks are resolved."""
+    real_root = root.resolve()
+    real = path.resolve()
+    if real != real_root and real_root not in real.parents:
+        raise ImageError(
+            ref,
+            f"refused: outside the image folder {real_root} (set the stage parameter image_root to a "
+            "folder that holds it to allow this)",
+        )
+
+
+def _shown(ref: str, limit: int = 60) -> str:
+    return ref if len(ref) <= limit else ref[:limit] + "..."
+
+
+def _data_url_bytes(ref: str, options: ImageOptions) -> bytes:
+    header, sep, payload = ref.partition(",")
+    if not sep or not header.endswith(";base64"):
+        raise ImageError(_shown(ref), "a data: URL must be base64 (data:image/...;base64,...)")
+    if len(payload) * 3 // 4 > options.max_bytes:
+        raise ImageError(_shown(ref), f"data: URL is over the {options.max_bytes}-byte limit (max_bytes)")
+    try:
+        data = base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ImageError(_shown(ref), f"data: URL is not valid base64: {exc}") from None
+    if not data:
+        raise ImageError(_shown(ref), "data: URL is empty")
+    return data
+
+
+def _check_host(url: str, options: ImageOptions) -> None:
+    """Private, loopback and link-local addresses are refused unless explicitly allowed."""
+    if options.allow_private_hosts:
+        return
+    host = urlparse(url).hostname or ""
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise ImageError(url, f"cannot resolve host {host!r}: {exc}") from None
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0].split("%")[0])
+        if address.is_private or address.is_loopback or address.is_link_local or address.is_reserved:
+            raise ImageError(
+                url, f"refused: {host} is a private or loopback address ({address}); "
+                "set allow_private_hosts: true to fetch from it"
+            )
+
+
 def _fetch(url: str, options: ImageOptions) -> bytes:
     if not options.allow_remote:
         raise ImageError(url, "remote images are disabled; set the stage parameter allow_remote: true to fetch them")
     import httpx
 
+    _check_host(url, options)
     try:
-        with httpx.stream("GET", url, timeout=options.remote_timeout_s, follow_redirects=True) as resp:
+        # Redirects are not followed: one to another host (or to an intranet address) is refused.
+        with httpx.stream("GET", url, timeout=options.remote_timeout_s, follow_redirects=False) as resp:
+            if resp.is_redirect:
+                target = str(resp.next_request.url) if resp.next_request else resp.headers.get("location", "?")
+                raise ImageError(url, f"refused: redirected to {target} (redirects are not followed)")
             if resp.status_code != 200:
                 raise ImageError(url, f"HTTP {resp.status_code} when fetching")
             chunks, total = [], 0
@@ -271,3 +343,41 @@ def materialize_for_model(loaded: LoadedImage, raw: ImageBytes, directory: Path 
         scratch.write_bytes(data)
         scratch.replace(target)
     return str(target), mime, digest
+
+
+@dataclass(frozen=True)
+class ModelImage:
+    """A record's image as a model request part, with the pixel size the model is shown."""
+
+    part: Any  # mmie_pipe.model_io.ImagePart
+    width: int
+    height: int
+
+
+def model_image(ref: str, options: ImageOptions | None = None, scratch: Path | None = None) -> ModelImage:
+    """The one way a stage turns `record.image` into an `ImagePart`.
+
+    A local JPEG/PNG/WebP/GIF in RGB or grey with no EXIF rotation is sent as it is: only its header
+    is read (size, mode, orientation), never its pixels, so a request answered from the cache costs
+    a file read and a hash. Anything else is decoded once and re-encoded upright (as the caption
+    stage does) before it can be sent.
+    """
+    from .model_io import ImagePart
+
+    options = options or ImageOptions()
+    raw = read_image_bytes(ref, options)
+    PIL = _pil()
+    try:
+        head = PIL.Image.open(io.BytesIO(raw.data))  # lazy: parses the header only
+        width, height, fmt, mode, orientation = *head.size, head.format, head.mode, _orientation(head)
+    except Exception as exc:  # noqa: BLE001 - any header problem: let the full decoder explain it
+        decode_image(raw, options)
+        raise ImageError(ref, f"cannot read the image header: {exc}") from exc
+    if width * height > options.max_pixels:
+        decode_image(raw, options)  # raises the same bomb message every stage gives
+    if raw.path is not None and fmt in PORTABLE_FORMATS and mode in ("RGB", "L") and orientation in (None, 1):
+        return ModelImage(ImagePart(sha256=raw.sha256, mime=PORTABLE_FORMATS[fmt], path=raw.path), width, height)
+    loaded = decode_image(raw, options)
+    path, mime, digest = materialize_for_model(loaded, raw, scratch)
+    width, height = loaded.image.size
+    return ModelImage(ImagePart(sha256=digest, mime=mime, path=path), width, height)

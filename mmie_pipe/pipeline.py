@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -29,7 +29,7 @@ PACKAGE_PROFILES = resources.files("mmie_pipe") / "profiles"
 
 # Backend settings that change how requests travel, never what a model answers.
 OPERATIONAL_BACKEND_KEYS = frozenset({
-    "base_url", "api_key_env", "concurrency", "timeout_s", "max_retries", "retry_max_wait_s",
+    "base_url", "base_urls", "api_key_env", "concurrency", "timeout_s", "max_retries", "retry_max_wait_s",
     "startup_timeout_s", "parallel", "threads", "batch_wait_ms", "max_batch", "gpu_memory_utilization",
 })
 
@@ -60,14 +60,31 @@ def role_bindings(spec: StageSpec, stage_cls: Any) -> dict[str, str]:
     return bound
 
 
+class RayOptions(BaseModel):
+    """`runtime.ray`: where and how wide a `--executor ray` run goes (docs/distributed.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    address: str | None = None  # an existing cluster ("auto", "ray://host:10001"); None: a local one
+    replicas: int | None = Field(default=None, ge=1)  # actors; None: one per base URL or GPU, else 1
+    cpus_per_replica: float = Field(default=1.0, ge=0)
+    gpus_per_replica: float | None = Field(default=None, ge=0)  # None: 1 when a backend runs vLLM in-process
+
+
 class RuntimeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     # Records in flight at once; model requests are further bounded by each backend's concurrency.
     batch_size: int = Field(default=32, ge=1)
     cache: bool = True
-    cache_path: str | None = None
+    cache_path: str | None = None  # a SQLite file (default: the user cache dir) or a redis://host:port/db URL
     seed: int = 0
+    # Stop the run (resumably) after this many records in a row failed in the model backend;
+    # 0 never stops.
+    max_consecutive_failures: int = Field(default=10, ge=0)
+    # Where the records run: this process (`local`) or a Ray cluster's actor pool (`ray`).
+    executor: Literal["local", "ray"] = "local"
+    ray: RayOptions = RayOptions()
 
 
 class PipelineConfig(BaseModel):
@@ -82,11 +99,13 @@ class PipelineConfig(BaseModel):
     runtime: RuntimeConfig = RuntimeConfig()
 
     def fingerprint(self) -> str:
-        """Hash of what decides the outputs: runtime knobs, server addresses, concurrency and
-        retry settings are left out, so a resumed run may use another URL or more slots."""
+        """Hash of what decides the outputs: the seed (it picks few-shot examples) is in; other
+        runtime knobs, server addresses, concurrency and retry settings are left out, so a resumed
+        run may use another URL or more slots."""
         from .cache import canonical_json
 
         body = self.model_dump(mode="json", exclude={"runtime", "description"})
+        body["seed"] = self.runtime.seed
         body["backends"] = {
             role: {k: v for k, v in spec.items() if k not in OPERATIONAL_BACKEND_KEYS}
             for role, spec in body["backends"].items()
@@ -271,7 +290,30 @@ def validate_pipeline(raw: dict[str, Any], source: str = "<pipeline>") -> Valida
                 f"(add a stage that does, or list it under `inputs` if the input carries it)"
             )
         available |= set(stage_cls.writes)
+    problems += _late_optional_reads(config)
     return ValidationReport(config=config, source=source, problems=problems)
+
+
+def _late_optional_reads(config: PipelineConfig) -> list[str]:
+    """A field a stage uses when present but that only a later stage writes is never seen by it:
+    the stages are in the wrong order."""
+    classes = []
+    for spec in config.stages:
+        try:
+            classes.append(registry.stages.get(spec.stage))
+        except KeyError:
+            return []  # already reported
+    problems = []
+    for i, cls in enumerate(classes):
+        earlier = set().union(*(c.writes for c in classes[:i])) | set(INPUT_FIELDS) | set(config.inputs)
+        for j, later in enumerate(classes[i + 1 :], start=i + 1):
+            late = [f for f in cls.optional_reads if f in later.writes and f not in earlier]
+            if late:
+                problems.append(
+                    f"stages[{i}] ({config.stages[i].stage}): uses {', '.join(late)} when present, but only the later "
+                    f"stages[{j}] ({config.stages[j].stage}) writes it; move that stage earlier"
+                )
+    return problems
 
 
 def _check_roles(spec: StageSpec, stage_cls: Any, params: Any, config: PipelineConfig) -> list[str]:

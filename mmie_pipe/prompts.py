@@ -44,3 +44,15 @@ def _compiled(name: str):
 
 def render(name: str, **variables: Any) -> str:
     return _compiled(name).render(**variables)
+
+
+def check_template(name: str) -> str:
+    """For a parameter validator: `name` unchanged if the template exists, else a ValueError, so
+    `validate` reports a missing prompt file before any model loads."""
+    try:
+        template_source(name)
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"prompt template {name!r} cannot be read: {exc}") from None
+    return name

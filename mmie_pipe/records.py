@@ -136,6 +136,13 @@ class Post(Strict):
         # Numeric ids are common in tweet dumps; accept them but keep ids as strings.
         return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
+    @field_validator("text")
+    @classmethod
+    def _has_content(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("text is only whitespace")
+        return value
+
     @model_validator(mode="after")
     def _gold_offsets(self) -> "Post":
         if self.gold:

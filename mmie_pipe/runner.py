@@ -1,30 +1,36 @@
-"""Runs a validated pipeline over a JSONL file: streaming, bounded in-flight records, ordered
-writes as records complete, per-record errors, resume, progress and a run manifest."""
+"""Runs a validated pipeline over a JSONL file: bounded in-flight records, outputs written in
+input order as records complete, per-record errors, an error budget, resume and a run manifest.
+
+Reading and writing records is `record_io`'s job, keeping records in flight `scheduling`'s, the
+output folder's guards `run_folder`'s; this module builds the stages and drives one run.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import os
-import sys
 import time
-from collections import deque
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
-
-from pydantic import ValidationError
+from typing import Any, Callable, Iterator
 
 from . import registry
 from .adapters.base import Backend
 from .cache import GenerationCache
 from .calls import CallStats, ModelClient
 from .errors import ConfigError, MmieError, ModelCallError, StageInputError
-from .manifest import RunManifest
+from .manifest import MANIFEST, RunManifest
 from .pipeline import PipelineConfig, role_bindings
+from .progress import Progress
+from .record_io import (
+    INPUT_PROVENANCE, InputLine, cut_partial_tail, error_output, finished_records, output_line,
+    read_input, record_output, rewrite_in_order,
+)
 from .records import Record, StageError
+from .redact import redact
+from .run_folder import FolderLock, check_input_outside, check_writable
+from .scheduling import OrderedWindow
 from .stages.base import Stage, StageContext
+from .summary import RunSummary
 
 log = logging.getLogger(__name__)
 
@@ -35,107 +41,31 @@ class StrictModeError(MmieError):
     """Raised under --strict at the first record error (after that record is written)."""
 
 
-@dataclass
-class RunSummary:
-    records: int = 0
-    ok: int = 0
-    errors: int = 0
-    skipped_done: int = 0
-    errors_by_stage: dict[str, int] = field(default_factory=dict)
-    seconds: float = 0.0
-    calls: CallStats = field(default_factory=CallStats)
+class ErrorBudget:
+    """Stops a run when the backend fails for `limit` records in a row (a dead server, a bad key):
+    spending every remaining record's retries would only add identical errors. Counted in
+    completion order; a record the model answered resets it, input errors leave it alone."""
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "records": self.records,
-            "ok": self.ok,
-            "errors": self.errors,
-            "resumed_skipped": self.skipped_done,
-            "errors_by_stage": self.errors_by_stage,
-            "seconds": round(self.seconds, 3),
-            **self.calls.as_dict(),
-        }
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.consecutive = 0
+        self.last_reason = ""
 
+    def observe(self, record: Record) -> None:
+        model_errors = [e for e in record.errors if e.kind == "model"]
+        if model_errors:
+            self.consecutive += 1
+            self.last_reason = model_errors[-1].reason
+        else:
+            self.consecutive = 0
 
-@dataclass
-class InputLine:
-    line: int
-    record: Record | None
-    error: str | None = None
-    raw_id: str | None = None
+    @property
+    def exhausted(self) -> bool:
+        return self.limit > 0 and self.consecutive >= self.limit
 
-
-def _resolve_image(image: str | None, base_dir: Path) -> str | None:
-    """Relative image paths are relative to the input file, so a data set can move as a folder."""
-    if not image or "://" in image or Path(image).is_absolute():
-        return image
-    return str(base_dir / image)
-
-
-def read_input(path: Path) -> Iterator[InputLine]:
-    """Stream the input; a bad line becomes an `InputLine` with an error, never an exception."""
-    base_dir = path.resolve().parent
-    with path.open("r", encoding="utf-8", errors="replace") as handle:
-        for number, text in enumerate(handle, start=1):
-            if not text.strip():
-                continue
-            try:
-                data = json.loads(text)
-            except json.JSONDecodeError as exc:
-                yield InputLine(number, None, f"malformed JSON: {exc.msg} at column {exc.colno}")
-                continue
-            if not isinstance(data, dict):
-                yield InputLine(number, None, f"expected a JSON object, got {type(data).__name__}")
-                continue
-            raw_id = str(data.get("id")) if data.get("id") is not None else None
-            if isinstance(data.get("image"), str):
-                data["image"] = _resolve_image(data["image"], base_dir)
-            try:
-                yield InputLine(number, Record.model_validate({**data, "line": number, "errors": []}), raw_id=raw_id)
-            except ValidationError as exc:
-                problems = "; ".join(
-                    f"{'.'.join(str(p) for p in e['loc']) or 'record'}: {e['msg']}" for e in exc.errors()
-                )
-                yield InputLine(number, None, f"invalid record: {problems}", raw_id=raw_id)
-
-
-def error_output(item: InputLine) -> dict[str, Any]:
-    return {
-        "id": item.raw_id or f"line-{item.line}",
-        "line": item.line,
-        "errors": [StageError(stage="input", reason=item.error or "unknown", line=item.line, kind="input").model_dump()],
-    }
-
-
-def record_output(record: Record) -> dict[str, Any]:
-    return record.model_dump(mode="json", exclude_none=True)
-
-
-class Progress:
-    """tqdm on a terminal, silent otherwise (CI logs stay readable)."""
-
-    def __init__(self, enabled: bool | None, summary: RunSummary, total: int | None):
-        self.summary = summary
-        self.bar = None
-        if enabled is None:
-            enabled = sys.stderr.isatty() and not os.environ.get("CI")
-        if enabled:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, unit="rec", dynamic_ncols=True)
-
-    def update(self) -> None:
-        if self.bar is None:
-            return
-        c = self.summary.calls
-        self.bar.update(1)
-        self.bar.set_postfix(
-            hits=c.cache_hits, errors=self.summary.errors, tokens=c.usage.prompt_tokens + c.usage.completion_tokens, refresh=False
-        )
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+    def message(self) -> str:
+        return (f"stopped after {self.consecutive} records in a row failed in the model backend "
+                f"(last error: {self.last_reason}); finished records are kept, run the same command to resume")
 
 
 class Runner:
@@ -231,76 +161,142 @@ class Runner:
         source: str = "",
         overwrite: bool = False,
     ) -> RunSummary:
+        if limit is not None and limit < 0:
+            raise ConfigError(f"--limit must be zero or more, got {limit}")
+        check_input_outside(input_path, output_dir)
+        check_writable(output_dir, [PREDICTIONS, MANIFEST])
+        with FolderLock(output_dir):
+            return await self._run_locked(input_path, output_dir, limit=limit, strict=strict, progress=progress,
+                                          source=source, overwrite=overwrite)
+
+    async def _run_locked(
+        self, input_path: Path, output_dir: Path, *, limit: int | None, strict: bool, progress: bool | None,
+        source: str, overwrite: bool,
+    ) -> RunSummary:
         summary = RunSummary(calls=self.stats)
-        output_dir.mkdir(parents=True, exist_ok=True)
         self.context.run_dir = output_dir
-        manifest = RunManifest.open(output_dir, self.config, source=source, input_path=input_path, overwrite=overwrite)
+        self.context.input_dir = input_path.resolve().parent
+        manifest = await asyncio.to_thread(
+            RunManifest.open, output_dir, self.config, source=source, input_path=input_path, overwrite=overwrite
+        )
         predictions = output_dir / PREDICTIONS
-        done: dict[int, str] = {}
-        if predictions.exists() and not overwrite:
-            _cut_partial_tail(predictions)
-            done = _finished_records(predictions)
         if overwrite and predictions.exists():
             predictions.unlink()
+        done: dict[int, str] = {}
+        current_lines: dict[int, str] | None = None
+        if predictions.exists():
+            cut_partial_tail(predictions)
+            done = finished_records(predictions)
+            if manifest.input_changed:
+                current_lines = _line_hashes(input_path)
+                self.context.note_once("the input file changed since the previous attempt: "
+                                       "records whose input line changed are redone")
         resumed = predictions.exists() and predictions.stat().st_size > 0
         started = time.perf_counter()
         bar = Progress(progress, summary, limit)
-        window: deque[asyncio.Task[Record] | dict[str, Any]] = deque()
-        in_flight = self.config.runtime.batch_size
+        budget = ErrorBudget(self.config.runtime.max_consecutive_failures)
+        self.out_of_order = False
         try:
             await self.start()  # inside the try: a backend that started is closed if another fails
+            manifest.data["executor"] = self.executor_info()
             manifest.record_start(self.stages, self.all_backends(), self.context)
             with predictions.open("a", encoding="utf-8") as out:
 
-                def write(item: Record | dict[str, Any]) -> None:
-                    data = item if isinstance(item, dict) else record_output(item)
-                    out.write(json.dumps(data, ensure_ascii=False) + "\n")
-                    summary.records += 1
-                    if data.get("errors"):
-                        summary.errors += 1
-                        for err in data["errors"]:
-                            summary.errors_by_stage[err["stage"]] = summary.errors_by_stage.get(err["stage"], 0) + 1
-                    else:
-                        summary.ok += 1
+                def emit(pair: tuple[InputLine, Record | dict[str, Any]]) -> None:
+                    item, result = pair
+                    data = result if isinstance(result, dict) else record_output(result, item)
+                    out.write(output_line(data))
+                    summary.count(data)
                     bar.update()
                     if strict and data.get("errors"):
                         out.flush()
                         raise StrictModeError(f"line {data.get('line')}: {data['errors'][0]['reason']}")
 
-                async def drain(keep: int) -> None:
-                    while len(window) > keep:
-                        head = window.popleft()
-                        write(head if isinstance(head, dict) else await head)
-                    out.flush()
+                def pending():
+                    for seen, item in enumerate(read_input(input_path)):
+                        if limit is not None and seen >= limit:
+                            return
+                        if done.get(item.line) == item.input_tag:
+                            summary.skipped_done += 1
+                            continue
+                        yield item
 
-                seen = 0
-                for item in read_input(input_path):
-                    if limit is not None and seen >= limit:
-                        break
-                    seen += 1
-                    if done.get(item.line) is not None and done[item.line] == (item.record.id if item.record else None):
-                        summary.skipped_done += 1
-                        continue
-                    window.append(error_output(item) if item.record is None else asyncio.ensure_future(self.process(item.record)))
-                    if len(window) >= in_flight:
-                        await drain(in_flight // 2)
-                await drain(0)
+                finished = await self.process_stream(pending(), emit, flush=out.flush, budget=budget)
+                if not finished:
+                    summary.stopped = budget.message()
         finally:
-            for pending in window:
-                if isinstance(pending, asyncio.Task):
-                    pending.cancel()
             bar.close()
             summary.seconds = time.perf_counter() - started
-            await self.close()
-            manifest.record_end(summary, self.context)
-        if resumed:
-            _drop_superseded(predictions)
+            try:
+                await self.close()
+                manifest.data["executor"] = self.executor_info()
+                manifest.record_end(summary, self.context)
+            finally:
+                # Also after --strict, an interrupt or the error budget: the file is left in order.
+                if resumed or self.out_of_order:
+                    self._put_in_order(predictions, current_lines)
         return summary
+
+    async def process_stream(
+        self,
+        items: Iterator[InputLine],
+        emit: Callable[[tuple[InputLine, Record | dict[str, Any]]], None],
+        *,
+        flush: Callable[[], None],
+        budget: ErrorBudget,
+    ) -> bool:
+        """Process the pending input lines, handing `(line, result)` to `emit` in input order.
+        Returns False when the error budget stopped the run. In this process, many records in
+        flight; `distributed.RayExecutor` overrides this to run them on a Ray cluster."""
+        window: OrderedWindow[InputLine, Any] = OrderedWindow(self.config.runtime.batch_size)
+
+        async def process(item: InputLine) -> tuple[InputLine, Record]:
+            record = await self.process(item.record)
+            budget.observe(record)
+            return item, record
+
+        def start(item: InputLine):
+            if item.record is None:
+                return item, error_output(item)
+            return process(item)
+
+        try:
+            return await window.run(items, start, emit, flush=flush, should_stop=lambda: budget.exhausted)
+        finally:
+            self.out_of_order = window.out_of_order
+
+    def executor_info(self) -> dict[str, Any]:
+        return {"kind": "local"}
+
+    def _put_in_order(self, predictions: Path, current_lines: dict[int, str] | None) -> None:
+        keep = None
+        if current_lines is not None:
+            keep = lambda data: _still_current(data, current_lines)  # noqa: E731
+        dropped = rewrite_in_order(predictions, keep)
+        if dropped:
+            self.context.note_once(f"{dropped} unreadable or outdated lines were dropped from {predictions}")
+
+
+def _line_hashes(path: Path) -> dict[int, str]:
+    """line -> input tag for every non-blank line (only computed when the input file changed)."""
+    out = {}
+    for item in read_input(path):
+        out[item.line] = item.input_tag
+    return out
+
+
+def _still_current(data: dict[str, Any], current: dict[int, str]) -> bool:
+    tag = current.get(data["line"])
+    if tag is None:
+        return False  # the input no longer has this line
+    provenance = data.get("provenance")
+    written = provenance.get(INPUT_PROVENANCE) if isinstance(provenance, dict) else None
+    return written is None or written == tag
 
 
 def _reason(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
-    return text if isinstance(exc, MmieError) else f"{type(exc).__name__}: {text}"
+    return redact(text if isinstance(exc, MmieError) else f"{type(exc).__name__}: {text}")
 
 
 def _kind(exc: BaseException) -> str:
@@ -309,62 +305,3 @@ def _kind(exc: BaseException) -> str:
     if isinstance(exc, StageInputError) and "image" in str(exc).lower():
         return "image"
     return "stage"
-
-
-def _cut_partial_tail(predictions: Path) -> None:
-    """Drop a last line cut short by an interruption, so appended records start on a new line."""
-    with predictions.open("rb+") as handle:
-        size = handle.seek(0, os.SEEK_END)
-        if size == 0:
-            return
-        handle.seek(size - 1)
-        if handle.read(1) == b"\n":
-            return
-        chunk = 1 << 16
-        pos = size
-        while pos > 0:
-            start = max(0, pos - chunk)
-            handle.seek(start)
-            block = handle.read(pos - start)
-            newline = block.rfind(b"\n")
-            if newline != -1:
-                handle.truncate(start + newline + 1)
-                return
-            pos = start
-        handle.truncate(0)
-
-
-def _finished_records(predictions: Path) -> dict[int, str]:
-    """line -> id of records already written without error (an interrupted write is ignored)."""
-    done: dict[int, str] = {}
-    with predictions.open("r", encoding="utf-8") as handle:
-        for text in handle:
-            try:
-                data = json.loads(text)
-            except json.JSONDecodeError:
-                continue  # a line cut short by an interruption is redone
-            if isinstance(data, dict) and not data.get("errors") and isinstance(data.get("line"), int):
-                done[data["line"]] = data.get("id")
-    return done
-
-
-def _drop_superseded(predictions: Path) -> None:
-    """After a resume, keep one output per input line: the newest (a retried error is replaced),
-    and rewrite the file in input order. Holds only (line, offset) pairs in memory."""
-    latest: dict[int, int] = {}
-    offset = 0
-    with predictions.open("rb") as handle:
-        for raw in handle:
-            try:
-                line = json.loads(raw).get("line")
-            except (json.JSONDecodeError, AttributeError):
-                line = None
-            if isinstance(line, int):
-                latest[line] = offset
-            offset += len(raw)
-    tmp = predictions.with_suffix(".jsonl.tmp")
-    with predictions.open("rb") as src, tmp.open("wb") as dst:
-        for line in sorted(latest):
-            src.seek(latest[line])
-            dst.write(src.readline())
-    os.replace(tmp, predictions)

@@ -3,6 +3,7 @@ faults (HTTP status codes) and records how many requests it saw and how many ove
 
 from __future__ import annotations
 
+import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -10,10 +11,13 @@ import httpx
 
 
 class FaultProxy:
-    def __init__(self, upstream: str, plan: list[int | None] | None = None, retry_after: str | None = None):
+    def __init__(self, upstream: str, plan: list[int | None] | None = None, retry_after: str | None = None,
+                 echo_headers: bool = False):
         self.upstream = upstream.rstrip("/")
         self.plan = list(plan or [])
         self.retry_after = retry_after
+        # Fault bodies quote the request's headers back, as some servers do (Authorization included).
+        self.echo_headers = echo_headers
         self.requests = 0
         self.in_flight = 0
         self.peak_in_flight = 0
@@ -37,7 +41,11 @@ class FaultProxy:
                     proxy.peak_in_flight = max(proxy.peak_in_flight, proxy.in_flight)
                 try:
                     if fault is not None:
-                        payload = b'{"error": {"message": "injected fault", "type": "test"}}'
+                        message = "injected fault"
+                        if proxy.echo_headers:
+                            message += "; request headers: " + "; ".join(
+                                f"{k}: {v}" for k, v in sorted(self.headers.items(), key=lambda kv: kv[0].lower() != "authorization"))
+                        payload = json.dumps({"error": {"message": message, "type": "test"}}).encode()
                         self.send_response(fault)
                         if proxy.retry_after is not None:
                             self.send_header("Retry-After", proxy.retry_after)

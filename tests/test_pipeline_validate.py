@@ -89,5 +89,5 @@ def test_validate_cli(tmp_path, capsys):
     assert main(["validate", "ner"]) == 0
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: b\nbackends: {llm: {kind: fake}}\nstages:\n  - stage: extract\n    backend: llm\n    params: {shots: nine}\n")
-    assert main(["validate", str(bad)]) == 1
+    assert main(["validate", str(bad)]) == 2  # ExitCode.REFUSED
     assert "shots" in capsys.readouterr().err

@@ -12,12 +12,15 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..loop_local import LoopLocal
 from ..model_io import ModelRequest, ModelResponse
 
 # What a request may need; a backend lists what it supports, a stage's roles list what they need,
 # and `validate` checks one against the other before anything loads. `choice_probs`: a probability
 # for every option of a choice request (ModelResponse.choice).
-CAPABILITIES = frozenset({"chat", "completion", "images", "json_schema", "choices", "choice_probs", "logprobs", "lora"})
+CAPABILITIES = frozenset({"chat", "completion", "images", "json_schema", "choices", "choice_probs", "logprobs", "lora",
+                          # local image tools declared as backends (adapters.tools)
+                          "detect", "ocr", "entail", "ground"})
 
 
 class BackendConfig(BaseModel):
@@ -47,8 +50,7 @@ class Backend(ABC):
 
     def __init__(self, config: BackendConfig):
         self.config = config
-        self._slots: asyncio.Semaphore | None = None
-        self._slots_loop: asyncio.AbstractEventLoop | None = None
+        self._slots: LoopLocal[asyncio.Semaphore] = LoopLocal(lambda: asyncio.Semaphore(self.config.concurrency))
 
     @abstractmethod
     def identity(self) -> dict[str, Any]:
@@ -83,11 +85,7 @@ class Backend(ABC):
     def _semaphore(self) -> asyncio.Semaphore:
         # A semaphore belongs to the event loop that first waits on it; a backend reused in a new
         # loop (another `asyncio.run`, e.g. the next bench cell) gets a fresh one.
-        loop = asyncio.get_running_loop()
-        if self._slots is None or self._slots_loop is not loop:
-            self._slots = asyncio.Semaphore(self.config.concurrency)
-            self._slots_loop = loop
-        return self._slots
+        return self._slots.get()
 
     async def generate(self, request: ModelRequest) -> ModelResponse:
         """Run one request, at most `concurrency` at a time."""

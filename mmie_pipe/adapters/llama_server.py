@@ -23,8 +23,9 @@ from typing import Any, Literal
 import httpx
 from pydantic import Field
 
-from ..errors import MmieError
+from ..errors import MmieError, ModelCallError
 from ..files import file_sha256, package_file
+from ..model_io import ModelRequest, ModelResponse
 from ..registry import backends
 from .openai_backend import OpenAIBackend, OpenAIConfig
 
@@ -223,6 +224,23 @@ class LlamaServerBackend(OpenAIBackend):
         )
         self.server.spawn()
         await asyncio.to_thread(self.server.wait_healthy, c.startup_timeout_s)
+
+    def _check_alive(self) -> None:
+        """A server this run started and that has exited fails every call at once, saying so,
+        instead of each request spending its retries on a refused connection."""
+        proc = self.server.proc if self.server else None
+        if proc is not None and proc.poll() is not None:
+            raise ModelCallError(
+                f"the run's own llama-server exited (code {proc.returncode}): {self.server.log_tail(3)}"
+            )
+
+    async def _call(self, request: ModelRequest) -> ModelResponse:
+        self._check_alive()
+        try:
+            return await super()._call(request)
+        except Exception:
+            self._check_alive()
+            raise
 
     async def close(self) -> None:
         await super().close()

@@ -235,7 +235,7 @@ class TransformersBackend(Backend):
         out = []
         for step, token_id in zip(scores, tokens):
             logp = step[0].float().log_softmax(-1)
-            top = logp.topk(k)
+            top = logp.topk(min(k, logp.shape[-1]))  # a vocabulary may be smaller than k
             out.append(TokenLogprob(
                 token=self.tokenizer.decode([int(token_id)]), logprob=float(logp[int(token_id)]),
                 top={self.tokenizer.decode([int(i)]): float(v) for v, i in zip(top.values, top.indices)},

@@ -63,6 +63,7 @@ class VllmBackend(Backend):
         super().__init__(config)
         self.config: VllmConfig = config
         self.llm = None
+        self._vocab: int | None = None
         self._batcher: MicroBatcher | None = None
         self._lora_ids = {name: i + 1 for i, name in enumerate(sorted(config.lora_modules))}
 
@@ -108,7 +109,8 @@ class VllmBackend(Backend):
             "seed": None if s.seed is None else s.seed + request.sample_index,
         }
         if request.top_logprobs:
-            kwargs["logprobs"] = request.top_logprobs
+            # A vocabulary may be smaller than the alternatives asked for (the engine would fail).
+            kwargs["logprobs"] = min(request.top_logprobs, self._vocab_size())
         if request.constraint is not None:
             from vllm.sampling_params import StructuredOutputsParams
 
@@ -118,6 +120,11 @@ class VllmBackend(Backend):
                 else StructuredOutputsParams(choice=list(c.choices or ()))
             )
         return SamplingParams(**kwargs)
+
+    def _vocab_size(self) -> int:
+        if self._vocab is None:
+            self._vocab = len(self.llm.get_tokenizer())
+        return self._vocab
 
     def lora_request(self, request: ModelRequest):
         if not request.lora:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ExitCode
 from ..pipeline import load_pipeline, validate_pipeline
 from .run import add_config_options
 
@@ -23,12 +23,12 @@ def validate_command(args: argparse.Namespace) -> int:
         report = validate_pipeline(raw, source)
     except ConfigError as exc:
         print(f"invalid: {exc}", file=sys.stderr)
-        return 1
+        return ExitCode.REFUSED
     if not report.ok:
         print(f"invalid: {source}", file=sys.stderr)
         for problem in report.problems:
             print(f"  - {problem}", file=sys.stderr)
-        return 1
+        return ExitCode.REFUSED
     stages = " -> ".join(s.stage for s in report.config.stages)
     print(f"ok: {source}: {stages}")
-    return 0
+    return ExitCode.OK

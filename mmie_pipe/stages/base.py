@@ -42,6 +42,9 @@ class StageContext:
     """Run-wide facts a stage may use. `notes` collects one-time messages for the log and manifest."""
 
     run_dir: Path | None = None
+    # Folder of the input file: relative image paths resolve against it, and by default local
+    # images must stay inside it.
+    input_dir: Path | None = None
     seed: int = 0
     # The run's generation cache and counters, for non-LLM tools (detector, OCR) that cache per
     # image hash, so their hits and runs show in the run summary like model calls.

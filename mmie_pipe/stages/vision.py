@@ -36,8 +36,12 @@ from .base import Role, Stage, StageParams
 class VisionParams(StageParams, ImageOptions):
     """Parameters every image-reading stage accepts (where images are, and what we refuse)."""
 
-    def image_options(self) -> ImageOptions:
-        return ImageOptions.model_validate({k: getattr(self, k) for k in ImageOptions.model_fields})
+    def image_options(self, input_dir: Path | None = None) -> ImageOptions:
+        """The options, with the run's input folder as the image root unless `image_root` is set."""
+        options = ImageOptions.model_validate({k: getattr(self, k) for k in ImageOptions.model_fields})
+        if options.image_root is None and input_dir is not None:
+            options.image_root = str(input_dir)
+        return options
 
 
 # -- local tools (detector, OCR) with results cached per image hash -----------------------------------
@@ -65,8 +69,13 @@ class _CachedToolStage(Stage):
     def apply(self, record: Record, raw: list[Any]) -> None:
         raise NotImplementedError
 
+    # A detector / OCR engine declared under `backends:` and bound with `backend: <role>` replaces
+    # the one named in the stage's parameters (so a profile can swap it); see the subclasses' roles.
+
     async def setup(self) -> None:
-        self.tool = self.build_tool()
+        self.tool = self.model.backend if self.model is not None else self.build_tool()
+        if self.model is not None and not self.tool.capabilities & {self.capability}:
+            raise ConfigError(f"{self.qualified_name}: backend {self.tool.kind!r} cannot {self.capability}")
         await asyncio.to_thread(self.tool.load)
         self._identity = await asyncio.to_thread(self.tool.identity)
 
@@ -84,7 +93,7 @@ class _CachedToolStage(Stage):
             return
         if self.tool is None:
             await self.setup()
-        options = self.params.image_options()
+        options = self.params.image_options(self.context.input_dir)
         raw = await asyncio.to_thread(read_image_bytes, record.image, options)
 
         async def run_on_image() -> dict[str, Any]:
@@ -117,6 +126,8 @@ class ObjectsStage(_CachedToolStage):
     Params = ObjectsParams
     writes = ("objects",)
     tool_kind = "detector"
+    capability = "detect"
+    roles = {"detector": Role(needs=frozenset({"detect"}), required=False)}
 
     def build_tool(self):
         from ..adapters.detectors import build_detector
@@ -134,7 +145,7 @@ class ObjectsStage(_CachedToolStage):
         record.objects = filter_detections(
             raw, score_threshold=p.score_threshold, iou_threshold=p.nms_iou, max_objects=p.max_objects, labels=p.labels
         )
-        record.provenance["objects"] = f"{self.qualified_name}:{p.detector}"
+        record.provenance["objects"] = f"{self.qualified_name}:{self.tool.kind}"
 
 
 class OcrParams(VisionParams):
@@ -153,6 +164,8 @@ class OcrStage(_CachedToolStage):
     Params = OcrParams
     writes = ("ocr",)
     tool_kind = "ocr"
+    capability = "ocr"
+    roles = {"ocr": Role(needs=frozenset({"ocr"}), required=False)}
 
     def build_tool(self):
         from ..adapters.ocr import build_ocr
@@ -167,7 +180,7 @@ class OcrStage(_CachedToolStage):
 
     def apply(self, record: Record, raw: list[OcrLine]) -> None:
         record.ocr = [line for line in raw if line.score >= self.params.min_score][: self.params.max_lines]
-        record.provenance["ocr"] = f"{self.qualified_name}:{self.params.engine}"
+        record.provenance["ocr"] = f"{self.qualified_name}:{self.tool.kind}"
 
 
 # -- caption ----------------------------------------------------------------------------------------
@@ -197,6 +210,14 @@ class CaptionParams(VisionParams):
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
+
+    @field_validator("template")
+    @classmethod
+    def _template_exists(cls, value: str) -> str:
+        from ..prompts import check_template
+
+        check_template(CAPTION_PRESETS.get(value, (value, 0))[0])
+        return value
 
 
 @stages.register("caption")
@@ -265,7 +286,7 @@ class CaptionStage(Stage):
     async def _from_model(self, record: Record) -> tuple[str, str] | None:
         if self.model is None or not record.image:
             return None
-        options = self.params.image_options()
+        options = self.params.image_options(self.context.input_dir)
         raw = await asyncio.to_thread(read_image_bytes, record.image, options)
         loaded = await asyncio.to_thread(decode_image, raw, options)
         scratch = self.context.run_dir / "images" if self.context.run_dir else None
