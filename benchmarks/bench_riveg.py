@@ -151,7 +151,7 @@ def e2e_benchmark(args) -> None:
 async def bare_client(base_url: str, prompts: list[tuple[str, int]], concurrency: int) -> float:
     from openai import AsyncOpenAI
 
-    client = AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0)
+    client = AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=900)
     slots = asyncio.Semaphore(concurrency)
 
     async def one(prompt: str, max_tokens: int) -> None:

@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, data_root
 from fault_proxy import FaultProxy
 from mmie_pipe.bench.execute import Budget, parse_budget
 from mmie_pipe.bench.spec import expand, load_spec
@@ -31,6 +30,18 @@ NER = {
                 "params": {"mode": "fewshot", "shots": 2, "selection": "similar", "max_tokens": 24}}],
 }
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _data_root() -> Path:
+    """The shared data root if present (resolved like `mmie-pipe data`), else a path that is not."""
+    from mmie_pipe.data.paths import DataRootNotFound, resolve_data_root
+
+    try:
+        return resolve_data_root().path
+    except DataRootNotFound:
+        return Path("/nonexistent")
+
 
 def write_spec(tmp_path: Path, base_url: str = "http://127.0.0.1:9/v1", **changes) -> Path:
     pipeline = json.loads(json.dumps(NER))
@@ -41,7 +52,7 @@ def write_spec(tmp_path: Path, base_url: str = "http://127.0.0.1:9/v1", **change
         "name": "t",
         "task": "mner",
         "data": {"t17": {"dataset": "twitter2017", "split": "test", "sample": 6,
-                         "data_root": str(data_root() or "/nonexistent")}},
+                         "data_root": str(_data_root())}},
         "pipelines": ["ner-test.yaml"],
         "grid": {"shots": [0, 3]},
         "runtime": {"batch_size": 4},

@@ -43,7 +43,7 @@ def test_stage_runs_in_a_pipeline(model_dir, tmp_path):
     best, records = model_dir
     posts = [r.model_dump(mode="json", exclude_none=True) for r in records[:10]]
     posts[3].pop("tokens")  # whitespace-split text instead
-    posts[4]["text"] = "   "  # nothing to tag: no entities
+    posts[4]["text"] = "   "  # whitespace only: an input error on its record
     posts[4].pop("tokens")
     posts[4].pop("gold")
     posts[5]["tokens"] = ["tokens", "not", "in", "the", "text"]  # a per-record error; the run goes on
@@ -59,12 +59,13 @@ def test_stage_runs_in_a_pipeline(model_dir, tmp_path):
     assert report.ok, report.problems
     runner = Runner(PipelineConfig.model_validate(raw))
     summary = asyncio.run(runner.run(input_path, tmp_path / "out", progress=False))
-    assert summary.records == 10 and summary.errors == 1
-    outputs = [Record.model_validate_json(line) for line in (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()]
+    assert summary.records == 10 and summary.errors == 2
+    lines = (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()
+    outputs = [Record.model_validate_json(line) if json.loads(line).get("text") else _input_error(line) for line in lines]
     assert [o.id for o in outputs] == [p["id"] for p in posts]
     for output in outputs:
         if output.line == 5:
-            assert output.entities == []
+            assert output.errors[0].kind == "input" and "whitespace" in output.errors[0].reason
             continue
         if output.line == 6:
             assert output.errors and "not found in text" in output.errors[0].reason
@@ -84,3 +85,8 @@ def test_shipped_pipeline_validates_with_a_model_override(model_dir):
     raw, source = load_pipeline("pgim_tagger", overrides=[f"stages.tagger.params.model={best}"])
     report = validate_pipeline(raw, source)
     assert report.ok, report.problems
+
+
+def _input_error(line: str) -> Record:
+    """An input error's output line carries id, line and errors only; give it a text to validate."""
+    return Record.model_validate({**json.loads(line), "text": "-"})

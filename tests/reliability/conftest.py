@@ -8,20 +8,10 @@ from pathlib import Path
 import pytest
 
 from mmie_pipe.cli import main
+from reliability_helpers import read_predictions, write_posts  # noqa: F401 - used by fixtures
 
 # Small and fast on the embedded model: one demonstration, short answers.
 FAST = ["--set", "stages.extract.params.shots=1", "--set", "stages.extract.params.max_tokens=16"]
-
-
-def write_posts(path: Path, n: int, start: int = 1) -> Path:
-    with path.open("w", encoding="utf-8") as f:
-        for i in range(start, start + n):
-            f.write(json.dumps({"id": f"r{i}", "text": f"Alice met Bob in Paris on day {i}"}) + "\n")
-    return path
-
-
-def read_predictions(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 
-from conftest import read_predictions, write_posts
+from reliability_helpers import read_predictions, write_posts
 from mmie_pipe.cache import GenerationCache
 from mmie_pipe.cli import main
 from mmie_pipe.errors import ConfigError, ExitCode

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from conftest import read_predictions, write_posts
+from reliability_helpers import read_predictions, write_posts
 from mmie_pipe.adapters.fake import FakeBackend, FakeConfig
 from mmie_pipe.adapters.openai_backend import OpenAIBackend, OpenAIConfig
 from mmie_pipe.batching import MicroBatcher

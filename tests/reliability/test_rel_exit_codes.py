@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from conftest import read_predictions, write_posts
+from reliability_helpers import read_predictions, write_posts
 from fault_proxy import FaultProxy
 from mmie_pipe.adapters.llama_server import LlamaServerBackend, LlamaServerConfig
 from mmie_pipe.cache import GenerationCache

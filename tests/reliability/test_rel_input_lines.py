@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import read_predictions
+from reliability_helpers import read_predictions
 from mmie_pipe.errors import ExitCode
 from mmie_pipe.record_io import output_line, parse_input_line, read_input
 

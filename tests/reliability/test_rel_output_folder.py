@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import read_predictions, write_posts
+from reliability_helpers import read_predictions, write_posts
 from mmie_pipe.adapters.fake import FakeBackend, FakeConfig
 from mmie_pipe.cache import GenerationCache
 from mmie_pipe.cli import main

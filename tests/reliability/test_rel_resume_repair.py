@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from conftest import read_predictions, write_posts
+from reliability_helpers import read_predictions, write_posts
 from mmie_pipe.adapters.fake import FakeBackend, FakeConfig
 from mmie_pipe.cache import GenerationCache
 from mmie_pipe.pipeline import validate_pipeline
