@@ -1,4 +1,5 @@
-"""The one generation cache: SQLite in WAL mode, shared safely by concurrent processes.
+"""The one generation cache, over a pluggable store: SQLite in WAL mode (the default, shared safely
+by the processes of one machine) or Redis (shared by every machine of a cluster).
 
 Keys are hashes of canonical JSON (sorted keys, no whitespace), so dict order never matters and
 any change to a component changes the key. Secrets and server addresses are never part of a key
@@ -15,6 +16,7 @@ import os
 import sqlite3
 import threading
 import time
+from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from .errors import ConfigError
+from .redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -71,25 +74,56 @@ def cache_key(
     return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
 
 
-class GenerationCache:
-    """Key -> JSON value store. One connection per thread; WAL lets readers and a writer coexist.
+def is_redis_url(location: str | Path | None) -> bool:
+    return isinstance(location, str) and location.startswith(("redis://", "rediss://", "unix://"))
 
-    The event loop never waits on SQLite: `aget`/`aput` run on one worker thread of the cache's
-    own. A damaged entry or file never fails a record: an unreadable entry is a miss (and is
-    overwritten), a store that stops working mid-run is warned about once and skipped. A file
-    that cannot be opened at all is one `ConfigError` naming it, raised before any model starts.
-    """
 
-    def __init__(self, path: str | Path | None = None, *, enabled: bool = True):
-        self.path = Path(path) if path else default_cache_path()
-        self.enabled = enabled
+def public_location(location: str | Path | None) -> str:
+    """The cache's location as it may be printed: a password in a Redis URL is masked."""
+    if location is None:
+        return str(default_cache_path())
+    text = str(location)
+    return redact(text) if is_redis_url(text) else text
+
+
+class CacheStore(ABC):
+    """Where the cache keeps its entries: key -> (stage, JSON text). The keys, the values and the
+    policy (what a damaged entry means, when to go off the event loop) are `GenerationCache`'s;
+    a store only moves bytes. `skippable` are the errors after which a call goes on without the
+    cache (warned once); any other error fails the record that hit it."""
+
+    location: str
+    skippable: tuple[type[BaseException], ...] = ()
+
+    @abstractmethod
+    def get(self, key: str) -> str | None: ...
+
+    @abstractmethod
+    def put(self, key: str, stage: str, created: float, value: str) -> None: ...
+
+    @abstractmethod
+    def info(self) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def clear(self, stage: str | None) -> int: ...
+
+    def close_thread(self) -> None:
+        """Release what the calling thread holds (a SQLite connection is per thread)."""
+
+    def close(self) -> None:
+        self.close_thread()
+
+
+class SQLiteStore(CacheStore):
+    """The embedded default: one file, WAL mode, one connection per thread, shared safely by every
+    process of the machine (local runs, Ray actors on one node)."""
+
+    skippable = (sqlite3.Error,)
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.location = str(path)
         self._local = threading.local()
-        self._executor: ThreadPoolExecutor | None = None
-        self._warned: set[str] = set()
-        if enabled:
-            self._open()
-
-    def _open(self) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -106,7 +140,7 @@ class GenerationCache:
             )
             conn.execute("CREATE INDEX IF NOT EXISTS generations_stage ON generations(stage)")
         except sqlite3.Error as exc:
-            self.close()
+            self.close_thread()
             raise ConfigError(_unusable(self.path, f"{type(exc).__name__}: {exc}")) from None
 
     def _connect(self) -> sqlite3.Connection:
@@ -120,56 +154,15 @@ class GenerationCache:
             self._local.conn = conn
         return conn
 
-    def _warn_once(self, what: str, exc: BaseException) -> None:
-        if what not in self._warned:
-            self._warned.add(what)
-            log.warning("generation cache %s: %s failed (%s: %s); continuing without it for such calls",
-                        self.path, what, type(exc).__name__, exc)
+    def get(self, key: str) -> str | None:
+        row = self._connect().execute("SELECT value FROM generations WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
 
-    def get(self, key: str) -> dict[str, Any] | None:
-        """The stored value, or None for a miss, an unreadable entry or a failing store."""
-        if not self.enabled:
-            return None
-        try:
-            row = self._connect().execute("SELECT value FROM generations WHERE key = ?", (key,)).fetchone()
-        except sqlite3.Error as exc:
-            self._warn_once("read", exc)
-            return None
-        if row is None:
-            return None
-        try:
-            value = json.loads(row[0])
-        except (TypeError, ValueError, RecursionError) as exc:
-            log.warning("generation cache %s: entry %s is unreadable (%s); recomputing it", self.path, key[:12], exc)
-            return None
-        return value if isinstance(value, dict) else None
-
-    def put(self, key: str, stage: str, value: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        try:
-            self._connect().execute(
-                "INSERT OR REPLACE INTO generations (key, stage, created, value) VALUES (?, ?, ?, ?)",
-                (key, stage, time.time(), json.dumps(value, ensure_ascii=True)),
-            )
-        except sqlite3.Error as exc:
-            self._warn_once("write", exc)
-
-    def _worker(self) -> ThreadPoolExecutor:
-        # Not tied to an event loop: the same cache serves any number of `asyncio.run`s.
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mmie-cache")
-        return self._executor
-
-    async def aget(self, key: str) -> dict[str, Any] | None:
-        if not self.enabled:
-            return None
-        return await asyncio.get_running_loop().run_in_executor(self._worker(), self.get, key)
-
-    async def aput(self, key: str, stage: str, value: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        await asyncio.get_running_loop().run_in_executor(self._worker(), self.put, key, stage, value)
+    def put(self, key: str, stage: str, created: float, value: str) -> None:
+        self._connect().execute(
+            "INSERT OR REPLACE INTO generations (key, stage, created, value) VALUES (?, ?, ?, ?)",
+            (key, stage, created, value),
+        )
 
     def info(self) -> dict[str, Any]:
         rows = self._connect().execute(
@@ -183,7 +176,7 @@ class GenerationCache:
             "stages": {r[0]: {"entries": r[1], "value_bytes": r[2] or 0} for r in rows},
         }
 
-    def clear(self, stage: str | None = None) -> int:
+    def clear(self, stage: str | None) -> int:
         conn = self._connect()
         if stage is None:
             removed = conn.execute("DELETE FROM generations").rowcount
@@ -192,18 +185,107 @@ class GenerationCache:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return removed
 
-    def close(self) -> None:
-        if self._executor is not None:
-            self._executor.submit(self._close_thread_connection).result()
-            self._executor.shutdown(wait=True)
-            self._executor = None
-        self._close_thread_connection()
-
-    def _close_thread_connection(self) -> None:
+    def close_thread(self) -> None:
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()
             self._local.conn = None
+
+
+def open_store(location: str | Path | None) -> CacheStore:
+    """A SQLite file path (the default) or a `redis://` URL."""
+    if is_redis_url(location):
+        from .cache_redis import RedisStore
+
+        return RedisStore(str(location))
+    return SQLiteStore(Path(location) if location else default_cache_path())
+
+
+class GenerationCache:
+    """The one generation cache: key -> JSON value, over a pluggable store (SQLite by default,
+    Redis across machines); the same keys and the same value text in every store.
+
+    The event loop never waits on the store: `aget`/`aput` run on one worker thread of the
+    cache's own. A damaged entry never fails a record: an unreadable entry is a miss (and is
+    overwritten). A SQLite file that stops working mid-run is warned about once and skipped; a
+    Redis server still unreachable after retries fails the record that needed it (resume redoes
+    it). A store that cannot be opened at all is one `ConfigError`, raised before any model starts.
+    """
+
+    def __init__(self, path: str | Path | None = None, *, enabled: bool = True, store: CacheStore | None = None):
+        self.enabled = enabled
+        self.location = public_location(store.location if store else path)
+        self.path = Path(path) if path and not is_redis_url(path) else (None if path else default_cache_path())
+        self._executor: ThreadPoolExecutor | None = None
+        self._warned: set[str] = set()
+        self.store: CacheStore | None = None
+        if enabled:
+            self.store = store or open_store(path)
+
+    def _warn_once(self, what: str, exc: BaseException) -> None:
+        if what not in self._warned:
+            self._warned.add(what)
+            log.warning("generation cache %s: %s failed (%s: %s); continuing without it for such calls",
+                        self.location, what, type(exc).__name__, exc)
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        """The stored value, or None for a miss, an unreadable entry or a failing SQLite file."""
+        if self.store is None:
+            return None
+        try:
+            text = self.store.get(key)
+        except self.store.skippable as exc:
+            self._warn_once("read", exc)
+            return None
+        if text is None:
+            return None
+        try:
+            value = json.loads(text)
+        except (TypeError, ValueError, RecursionError) as exc:
+            log.warning("generation cache %s: entry %s is unreadable (%s); recomputing it", self.location, key[:12], exc)
+            return None
+        return value if isinstance(value, dict) else None
+
+    def put(self, key: str, stage: str, value: dict[str, Any]) -> None:
+        if self.store is None:
+            return
+        try:
+            self.store.put(key, stage, time.time(), json.dumps(value, ensure_ascii=True))
+        except self.store.skippable as exc:
+            self._warn_once("write", exc)
+
+    def _worker(self) -> ThreadPoolExecutor:
+        # Not tied to an event loop: the same cache serves any number of `asyncio.run`s.
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mmie-cache")
+        return self._executor
+
+    async def aget(self, key: str) -> dict[str, Any] | None:
+        if self.store is None:
+            return None
+        return await asyncio.get_running_loop().run_in_executor(self._worker(), self.get, key)
+
+    async def aput(self, key: str, stage: str, value: dict[str, Any]) -> None:
+        if self.store is None:
+            return
+        await asyncio.get_running_loop().run_in_executor(self._worker(), self.put, key, stage, value)
+
+    def info(self) -> dict[str, Any]:
+        if self.store is None:
+            return {"path": self.location, "enabled": False}
+        return self.store.info()
+
+    def clear(self, stage: str | None = None) -> int:
+        return self.store.clear(stage) if self.store is not None else 0
+
+    def close(self) -> None:
+        if self.store is None:
+            return
+        if self._executor is not None:
+            self._executor.submit(self.store.close_thread).result()
+            self._executor.shutdown(wait=True)
+            self._executor = None
+        self.store.close()
 
 
 def _unusable(path: Path, why: str) -> str:

@@ -34,8 +34,22 @@ class CallStats:
     shared: int = 0  # identical requests answered by one call already in flight
     reasks: int = 0
     usage: Usage = field(default_factory=Usage)
+    # Events stages report for the run summary (e.g. MQA's `choice_fallbacks`).
+    events: dict[str, int] = field(default_factory=dict)
+    # Per model name: tokens spent on calls made, and tokens the cache hits had cost when they were
+    # made (together: what a fresh run pays). Read by cost estimates (`pricing`) and `bench`.
+    spent_by_model: dict[str, Usage] = field(default_factory=dict)
+    cached_by_model: dict[str, Usage] = field(default_factory=dict)
+
+    def count(self, event: str, n: int = 1) -> None:
+        self.events[event] = self.events.get(event, 0) + n
+
+    def add_usage(self, model: str, usage: Usage, *, cached: bool) -> None:
+        book = self.cached_by_model if cached else self.spent_by_model
+        book[model] = book.get(model, Usage()) + usage
 
     def as_dict(self) -> dict[str, Any]:
+        models = sorted(set(self.spent_by_model) | set(self.cached_by_model))
         return {
             "model_calls": self.calls,
             "cache_hits": self.cache_hits,
@@ -43,6 +57,16 @@ class CallStats:
             "reasks": self.reasks,
             "prompt_tokens": self.usage.prompt_tokens,
             "completion_tokens": self.usage.completion_tokens,
+            **self.events,
+            "tokens_by_model": {
+                m: {
+                    "prompt": self.spent_by_model.get(m, Usage()).prompt_tokens,
+                    "completion": self.spent_by_model.get(m, Usage()).completion_tokens,
+                    "cached_prompt": self.cached_by_model.get(m, Usage()).prompt_tokens,
+                    "cached_completion": self.cached_by_model.get(m, Usage()).completion_tokens,
+                }
+                for m in models
+            },
         }
 
 
@@ -131,6 +155,13 @@ class ModelClient:
         self.stats = stats or CallStats()
         # Identical requests in flight share one backend call (a fan-out often repeats a question).
         self._in_flight: dict[str, asyncio.Future[ModelResponse]] = {}
+        self._model_name: str | None = None
+
+    @property
+    def model_name(self) -> str:
+        if self._model_name is None:  # identity() may hash a weights file: once per client
+            self._model_name = str(self.backend.identity().get("name") or self.backend.kind)
+        return self._model_name
 
     def key(self, request: ModelRequest) -> str:
         return cache_key(
@@ -186,6 +217,7 @@ class ModelClient:
                 # Tokenizers may decode the chosen option with a leading space.
                 fresh = fresh.model_copy(update={"text": fresh.text.strip()})
             self.stats.usage = self.stats.usage + fresh.usage
+            self.stats.add_usage(self.model_name, fresh.usage, cached=False)
             return fresh.model_dump(mode="json", exclude={"cached"})
 
         value, hit = await through_cache(
@@ -193,7 +225,9 @@ class ModelClient:
         )
         if not hit:
             return fresh
-        return ModelResponse.model_validate(value).model_copy(update={"cached": True, "usage": Usage()})
+        response = ModelResponse.model_validate(value)
+        self.stats.add_usage(self.model_name, response.usage, cached=True)
+        return response.model_copy(update={"cached": True, "usage": Usage()})
 
     async def ask(
         self,

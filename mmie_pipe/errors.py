@@ -43,3 +43,8 @@ class ExitCode:
     STOPPED = 3  # stopped early by the error budget; finished records are kept, rerun to resume
     CRASH = 4  # an internal error (a bug): the traceback is printed
     INTERRUPTED = 130  # Ctrl-C or SIGTERM; rerun to resume
+
+
+class CacheUnavailableError(MmieError):
+    """A shared cache server (Redis) stayed unreachable after retries; the record that needed it
+    gets this error and is redone on resume."""

@@ -1,26 +1,30 @@
-"""Few-shot example pools and the selectors the stages share (first-N, seeded random, similar).
+"""Few-shot example pools: shipped files, a user's JSONL, or PGIM's curated pools.
 
-The record under processing is never its own example: items with the same id or the same text are
-skipped, as evaluation harnesses do.
+An example is a solved post: its text, optionally a caption, the gold entities, and optionally a
+written answer (PGIM-style auxiliary knowledge). Which examples a record gets is `selection.py`'s
+job.
+
+Pool sources:
+- a shipped pool name (`ner_tweets.v1`, `knowledge_tweets.v1`, files in `prompts/examples/`);
+- a JSONL path: lines with `id`, `text`, `entities` ([surface, type] pairs or objects) or `gold`
+  (a converted data set line), optionally `caption` and `answer` (or `knowledge`);
+- `pgim:2015` / `pgim:2017`: PGIM's hand-edited pools under the data root
+  (`knowledge/pgim_examples/<year>`), read by `data.examples`; the tweets' text and BLIP-2 captions
+  come from the data set's train split (every pool id is a train tweet).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
-import random
-import re
-from collections import Counter
 from dataclasses import dataclass
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Literal
 
 from .errors import ConfigError
 
 PACKAGE_EXAMPLES = resources.files("mmie_pipe") / "prompts" / "examples"
-_WORD = re.compile(r"[#@]?\w+", re.UNICODE)
+PGIM_POOLS = {"2015": "twitter2015", "2017": "twitter2017"}
 
 
 @dataclass(frozen=True)
@@ -29,6 +33,7 @@ class Example:
     text: str
     entities: tuple[tuple[str, str], ...]  # (surface, type), in order of appearance
     caption: str | None = None
+    answer: str | None = None  # a written answer (PGIM knowledge: entities, kinds, reasoning)
 
 
 def _from_json(data: dict, where: str) -> Example:
@@ -38,18 +43,27 @@ def _from_json(data: dict, where: str) -> Example:
         ents = [(e[0], e[1]) if isinstance(e, list) else (e["text"], e["type"]) for e in data["entities"]]
     else:
         raise ConfigError(f"{where}: an example needs `entities` or `gold`")
-    return Example(id=str(data.get("id", where)), text=data["text"], entities=tuple(ents), caption=data.get("caption"))
+    return Example(
+        id=str(data.get("id", where)),
+        text=data["text"],
+        entities=tuple(ents),
+        caption=data.get("caption"),
+        answer=data.get("answer") or data.get("knowledge"),
+    )
 
 
-def load_pool(source: str) -> list[Example]:
-    """Examples from a shipped pool name (`ner_tweets.v1`) or a JSONL path (e.g. a converted train split)."""
+@lru_cache(maxsize=8)
+def load_pool(source: str) -> tuple[Example, ...]:
+    """The examples of a pool source (see the module doc). Read once per process."""
+    if source.startswith("pgim:"):
+        return _pgim_pool(source.split(":", 1)[1])
     path = Path(source)
     if path.is_file():
         lines = path.read_text(encoding="utf-8").splitlines()
     else:
         resource = PACKAGE_EXAMPLES / f"{source}.jsonl"
         if not resource.is_file():
-            raise ConfigError(f"example pool {source!r} is neither a file nor a shipped pool")
+            raise ConfigError(f"example pool {source!r} is neither a file, a shipped pool, nor pgim:2015|2017")
         lines = resource.read_text(encoding="utf-8").splitlines()
     pool = []
     for number, line in enumerate(lines, start=1):
@@ -60,45 +74,25 @@ def load_pool(source: str) -> list[Example]:
                 raise ConfigError(f"{source}:{number}: bad example line: {exc}") from exc
     if not pool:
         raise ConfigError(f"example pool {source!r} is empty")
-    return pool
+    return tuple(pool)
 
 
-def _terms(text: str) -> Counter:
-    return Counter(w.lower() for w in _WORD.findall(text))
+def _pgim_pool(year: str) -> tuple[Example, ...]:
+    from .data import DataFormatError, DataRootNotFound, image_stem, load_pgim_examples, load_split, resolve_data_root
 
-
-class ExampleSelector:
-    def __init__(self, pool: list[Example], strategy: Literal["first", "random", "similar"], seed: int = 0):
-        self.pool = pool
-        self.strategy = strategy
-        self.seed = seed
-        if strategy == "similar":
-            # TF-IDF vectors once per run; cosine against each query.
-            df = Counter(t for ex in pool for t in set(_terms(ex.text)))
-            n = len(pool)
-            self._idf = {t: math.log((1 + n) / (1 + c)) + 1 for t, c in df.items()}
-            self._vectors = [self._vector(ex.text) for ex in pool]
-
-    def _vector(self, text: str) -> dict[str, float]:
-        tf = _terms(text)
-        vec = {t: c * self._idf.get(t, math.log(1 + len(self.pool)) + 1) for t, c in tf.items()}
-        norm = math.sqrt(sum(v * v for v in vec.values())) or 1.0
-        return {t: v / norm for t, v in vec.items()}
-
-    def select(self, record_id: str, text: str, k: int) -> list[Example]:
-        candidates = [i for i, ex in enumerate(self.pool) if ex.id != record_id and ex.text != text]
-        if self.strategy == "first":
-            chosen = candidates[:k]
-        elif self.strategy == "random":
-            # Seeded by the record so a re-run picks the same shots (and hits the cache).
-            digest = hashlib.sha256(f"{self.seed}:{record_id}".encode()).digest()
-            chosen = random.Random(digest).sample(candidates, min(k, len(candidates)))
-        else:
-            query = self._vector(text)
-            scored = sorted(
-                candidates,
-                key=lambda i: (-sum(query.get(t, 0.0) * v for t, v in self._vectors[i].items()), i),
-            )
-            # Most similar last, closest to the query in the prompt.
-            chosen = list(reversed(scored[:k]))
-        return [self.pool[i] for i in chosen]
+    if year not in PGIM_POOLS:
+        raise ConfigError(f"pgim:{year}: PGIM's pools are pgim:2015 and pgim:2017")
+    try:
+        root = resolve_data_root().path
+        folder = root / "knowledge" / "pgim_examples" / year
+        curated = list(load_pgim_examples(folder / "pool_answers.txt", folder / "pool_labels.txt"))
+        tweets = {image_stem(r.meta["image_id"]): r for r in load_split(PGIM_POOLS[year], "train", root, captions="blip2")}
+    except (DataRootNotFound, DataFormatError, OSError) as exc:
+        raise ConfigError(f"pgim:{year}: cannot read PGIM's example pool: {exc}") from exc
+    pool = []
+    for item in curated:
+        tweet = tweets.get(item.image_id)
+        if tweet is None:
+            raise ConfigError(f"pgim:{year}: example {item.image_id} is not a {PGIM_POOLS[year]} train tweet")
+        pool.append(Example(id=item.image_id, text=tweet.text, entities=tuple(item.labels), caption=tweet.caption, answer=item.answer))
+    return tuple(pool)

@@ -66,3 +66,4 @@ def package_file(package: str, *parts: str) -> Path | None:
         return None
     candidate = Path(next(iter(spec.submodule_search_locations)), *parts)
     return candidate if candidate.is_file() else None
+

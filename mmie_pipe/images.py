@@ -343,3 +343,41 @@ def materialize_for_model(loaded: LoadedImage, raw: ImageBytes, directory: Path 
         scratch.write_bytes(data)
         scratch.replace(target)
     return str(target), mime, digest
+
+
+@dataclass(frozen=True)
+class ModelImage:
+    """A record's image as a model request part, with the pixel size the model is shown."""
+
+    part: Any  # mmie_pipe.model_io.ImagePart
+    width: int
+    height: int
+
+
+def model_image(ref: str, options: ImageOptions | None = None, scratch: Path | None = None) -> ModelImage:
+    """The one way a stage turns `record.image` into an `ImagePart`.
+
+    A local JPEG/PNG/WebP/GIF in RGB or grey with no EXIF rotation is sent as it is: only its header
+    is read (size, mode, orientation), never its pixels, so a request answered from the cache costs
+    a file read and a hash. Anything else is decoded once and re-encoded upright (as the caption
+    stage does) before it can be sent.
+    """
+    from .model_io import ImagePart
+
+    options = options or ImageOptions()
+    raw = read_image_bytes(ref, options)
+    PIL = _pil()
+    try:
+        head = PIL.Image.open(io.BytesIO(raw.data))  # lazy: parses the header only
+        width, height, fmt, mode, orientation = *head.size, head.format, head.mode, _orientation(head)
+    except Exception as exc:  # noqa: BLE001 - any header problem: let the full decoder explain it
+        decode_image(raw, options)
+        raise ImageError(ref, f"cannot read the image header: {exc}") from exc
+    if width * height > options.max_pixels:
+        decode_image(raw, options)  # raises the same bomb message every stage gives
+    if raw.path is not None and fmt in PORTABLE_FORMATS and mode in ("RGB", "L") and orientation in (None, 1):
+        return ModelImage(ImagePart(sha256=raw.sha256, mime=PORTABLE_FORMATS[fmt], path=raw.path), width, height)
+    loaded = decode_image(raw, options)
+    path, mime, digest = materialize_for_model(loaded, raw, scratch)
+    width, height = loaded.image.size
+    return ModelImage(ImagePart(sha256=digest, mime=mime, path=path), width, height)

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -29,7 +29,7 @@ PACKAGE_PROFILES = resources.files("mmie_pipe") / "profiles"
 
 # Backend settings that change how requests travel, never what a model answers.
 OPERATIONAL_BACKEND_KEYS = frozenset({
-    "base_url", "api_key_env", "concurrency", "timeout_s", "max_retries", "retry_max_wait_s",
+    "base_url", "base_urls", "api_key_env", "concurrency", "timeout_s", "max_retries", "retry_max_wait_s",
     "startup_timeout_s", "parallel", "threads", "batch_wait_ms", "max_batch", "gpu_memory_utilization",
 })
 
@@ -60,17 +60,31 @@ def role_bindings(spec: StageSpec, stage_cls: Any) -> dict[str, str]:
     return bound
 
 
+class RayOptions(BaseModel):
+    """`runtime.ray`: where and how wide a `--executor ray` run goes (docs/distributed.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    address: str | None = None  # an existing cluster ("auto", "ray://host:10001"); None: a local one
+    replicas: int | None = Field(default=None, ge=1)  # actors; None: one per base URL or GPU, else 1
+    cpus_per_replica: float = Field(default=1.0, ge=0)
+    gpus_per_replica: float | None = Field(default=None, ge=0)  # None: 1 when a backend runs vLLM in-process
+
+
 class RuntimeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     # Records in flight at once; model requests are further bounded by each backend's concurrency.
     batch_size: int = Field(default=32, ge=1)
     cache: bool = True
-    cache_path: str | None = None
+    cache_path: str | None = None  # a SQLite file (default: the user cache dir) or a redis://host:port/db URL
     seed: int = 0
     # Stop the run (resumably) after this many records in a row failed in the model backend;
     # 0 never stops.
     max_consecutive_failures: int = Field(default=10, ge=0)
+    # Where the records run: this process (`local`) or a Ray cluster's actor pool (`ray`).
+    executor: Literal["local", "ray"] = "local"
+    ray: RayOptions = RayOptions()
 
 
 class PipelineConfig(BaseModel):

@@ -16,6 +16,8 @@ _ASSIGNED = re.compile(
     r"(?i)((?:api[-_]?key|x-api-key|access[-_]?token|auth[-_]?token|secret|password)[\"']?\s*[:=]\s*[\"']?)"
     r"(?!\[redacted\])[^\"'\s,;}&]{4,}"
 )
+# The password in a URL's user part (redis://user:password@host, https://u:p@proxy).
+_URL_PASSWORD = re.compile(r"\b([a-z][a-z0-9+.-]*://[^:/@\s]*:)(?!\[redacted\]@)[^@\s/]+@", re.IGNORECASE)
 _MIN_SECRET_LEN = 8
 
 
@@ -30,6 +32,7 @@ def redact(text: str) -> str:
             text = text.replace(value, MASK)
     text = _BEARER.sub(lambda m: f"{m[1]}{m[2]}{MASK}", text)
     text = _PROVIDER_KEY.sub(MASK, text)
+    text = _URL_PASSWORD.sub(lambda m: f"{m[1]}{MASK}@", text)
     return _ASSIGNED.sub(lambda m: f"{m[1]}{MASK}", text)
 
 

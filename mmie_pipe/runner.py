@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 from . import registry
 from .adapters.base import Backend
@@ -195,9 +195,10 @@ class Runner:
         started = time.perf_counter()
         bar = Progress(progress, summary, limit)
         budget = ErrorBudget(self.config.runtime.max_consecutive_failures)
-        window: OrderedWindow[InputLine, Any] = OrderedWindow(self.config.runtime.batch_size)
+        self.out_of_order = False
         try:
             await self.start()  # inside the try: a backend that started is closed if another fails
+            manifest.data["executor"] = self.executor_info()
             manifest.record_start(self.stages, self.all_backends(), self.context)
             with predictions.open("a", encoding="utf-8") as out:
 
@@ -211,16 +212,6 @@ class Runner:
                         out.flush()
                         raise StrictModeError(f"line {data.get('line')}: {data['errors'][0]['reason']}")
 
-                async def process(item: InputLine) -> tuple[InputLine, Record]:
-                    record = await self.process(item.record)
-                    budget.observe(record)
-                    return item, record
-
-                def start(item: InputLine):
-                    if item.record is None:
-                        return item, error_output(item)
-                    return process(item)
-
                 def pending():
                     for seen, item in enumerate(read_input(input_path)):
                         if limit is not None and seen >= limit:
@@ -230,8 +221,7 @@ class Runner:
                             continue
                         yield item
 
-                finished = await window.run(pending(), start, emit, flush=out.flush,
-                                            should_stop=lambda: budget.exhausted)
+                finished = await self.process_stream(pending(), emit, flush=out.flush, budget=budget)
                 if not finished:
                     summary.stopped = budget.message()
         finally:
@@ -239,12 +229,44 @@ class Runner:
             summary.seconds = time.perf_counter() - started
             try:
                 await self.close()
+                manifest.data["executor"] = self.executor_info()
                 manifest.record_end(summary, self.context)
             finally:
                 # Also after --strict, an interrupt or the error budget: the file is left in order.
-                if resumed or window.out_of_order:
+                if resumed or self.out_of_order:
                     self._put_in_order(predictions, current_lines)
         return summary
+
+    async def process_stream(
+        self,
+        items: Iterator[InputLine],
+        emit: Callable[[tuple[InputLine, Record | dict[str, Any]]], None],
+        *,
+        flush: Callable[[], None],
+        budget: ErrorBudget,
+    ) -> bool:
+        """Process the pending input lines, handing `(line, result)` to `emit` in input order.
+        Returns False when the error budget stopped the run. In this process, many records in
+        flight; `distributed.RayExecutor` overrides this to run them on a Ray cluster."""
+        window: OrderedWindow[InputLine, Any] = OrderedWindow(self.config.runtime.batch_size)
+
+        async def process(item: InputLine) -> tuple[InputLine, Record]:
+            record = await self.process(item.record)
+            budget.observe(record)
+            return item, record
+
+        def start(item: InputLine):
+            if item.record is None:
+                return item, error_output(item)
+            return process(item)
+
+        try:
+            return await window.run(items, start, emit, flush=flush, should_stop=lambda: budget.exhausted)
+        finally:
+            self.out_of_order = window.out_of_order
+
+    def executor_info(self) -> dict[str, Any]:
+        return {"kind": "local"}
 
     def _put_in_order(self, predictions: Path, current_lines: dict[int, str] | None) -> None:
         keep = None

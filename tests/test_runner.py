@@ -12,7 +12,8 @@ from mmie_pipe.runner import Runner, StrictModeError
 PIPELINE = {
     "name": "t",
     "backends": {"llm": {"kind": "fake"}},
-    "stages": [{"stage": "extract", "backend": "llm", "params": {"shots": 2}}],
+    # TF-IDF selection is instant; sentence embeddings take longer than the fake model's replies.
+    "stages": [{"stage": "extract", "backend": "llm", "params": {"shots": 2, "similarity": "tfidf"}}],
     "runtime": {"batch_size": 8, "max_consecutive_failures": 0},  # the budget has its own tests
 }
 

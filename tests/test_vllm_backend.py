@@ -93,3 +93,43 @@ def test_vllm_engine_choice_probabilities(tiny_llama):
         probs = outcome.value.choice.probs
         assert set(probs) == set(options) and abs(sum(probs.values()) - 1) < 1e-6
         assert outcome.value.text == max(probs, key=probs.get) and not outcome.value.choice.unseen
+
+
+def test_vllm_engine_serves_a_trained_reranker_adapter(tiny_llama, tmp_path):
+    """A LoRA reranker trained here (`finetune reranker`'s trainer, a few CPU steps) is served by the
+    engine as a LoRA request: the rerank question's answer distribution changes, and so does the key."""
+    pytest.importorskip("peft")
+    from mmie_pipe.adapters.vllm_backend import VllmBackend, VllmConfig
+    from mmie_pipe.cache import GenerationCache
+    from mmie_pipe.calls import ModelClient
+    from mmie_pipe.records import Entity, Gold, Record
+    from mmie_pipe.reranking import question_request
+    from mmie_pipe.train.lora import LoraSettings, train_reranker
+    from mmie_pipe.train.rerank_data import build_examples
+
+    types = ["PER", "LOC", "ORG", "MISC"]
+    records = [Record(id=f"r{i}", text="Paris is red", caption="a cat",
+                      gold=Gold(entities=[Entity(text="Paris", start=0, end=5, type=types[i % 4])])) for i in range(8)]
+    examples, _ = build_examples(records, top_k=4, types=types, context="caption")
+    settings = LoraSettings(base_model=str(tiny_llama / "base"), rank=8, alpha=64, dropout=0.0, batch_size=4, lr=1e-2,
+                            max_steps=6, warmup_ratio=0.0, device="cpu")
+    train_reranker(settings, examples, {}, tmp_path / "run", progress=False)
+    backend = VllmBackend(VllmConfig(
+        model=str(tiny_llama / "base"), lora_modules={"gem": str(tmp_path / "run" / "adapter")}, max_lora_rank=8,
+        max_model_len=512, gpu_memory_utilization=0.05, choice_top_logprobs=200,
+        engine_args={"enforce_eager": True, "max_num_seqs": 8, "max_logprobs": 200},
+    ))
+    client = ModelClient(backend, GenerationCache(enabled=False), stage="rerank", stage_version=1)
+    question = examples[0].question
+
+    async def go():
+        await backend.start()
+        try:
+            return (await client.choose(question_request(question), question.letters),
+                    await client.choose(question_request(question, lora="gem"), question.letters))
+        finally:
+            await backend.close()
+
+    base, tuned = asyncio.run(go())
+    assert base.choice.probs != pytest.approx(tuned.choice.probs, abs=1e-4)
+    assert client.key(question_request(question, lora="gem")) != client.key(question_request(question))

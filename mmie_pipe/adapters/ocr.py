@@ -14,7 +14,7 @@ from pydantic import Field
 
 from ..errors import ConfigError, MissingDependency
 from ..records import OcrLine
-from ..registry import Registry
+from ..registry import Registry, backends
 from ..vision.boxes import clip_box
 from ..files import file_sha256, package_file
 from .tools import LocalTool, ToolConfig
@@ -30,6 +30,8 @@ class OcrConfig(ToolConfig):
 
 
 class OcrEngine(LocalTool):
+    base_capabilities = frozenset({"ocr"})
+
     @abstractmethod
     def read(self, image: "Image") -> list[OcrLine]:
         """Text lines with axis-aligned pixel boxes, in reading order as the engine gives them."""
@@ -59,8 +61,11 @@ class RapidOcrConfig(OcrConfig):
     det_limit_side_len: int | None = Field(default=None, ge=32)
 
 
+@backends.register("rapidocr")
 @ocr_engines.register("rapidocr")
 class RapidOcr(OcrEngine):
+    """Text lines in images with RapidOCR (PP-OCR ONNX models inside the wheel), CPU."""
+
     kind = "rapidocr"
     Config = RapidOcrConfig
 

@@ -29,6 +29,8 @@ class OpenAIConfig(BackendConfig):
     kind: Literal["openai"] = "openai"
     model: str
     base_url: str | None = None  # None: the OpenAI API
+    # Several replicas of the same model (one per GPU): each request goes to the least busy one.
+    base_urls: list[str] = Field(default_factory=list)
     # Name of the environment variable holding the key; the key itself never enters config files.
     api_key_env: str = "OPENAI_API_KEY"
     revision: str | None = None  # part of the model identity (e.g. a served checkpoint's hash)
@@ -98,8 +100,10 @@ class OpenAIBackend(Backend):
     def __init__(self, config: OpenAIConfig):
         super().__init__(config)
         self.config: OpenAIConfig = config
-        self._client = None
+        self._clients: dict[str | None, Any] = {}
         self._client_loop: asyncio.AbstractEventLoop | None = None
+        self._busy: dict[str | None, int] = {}
+        self._turn = 0
         self.served: dict[str, Any] | None = None
 
     @classmethod
@@ -132,7 +136,7 @@ class OpenAIBackend(Backend):
         from ..errors import ConfigError
         from ..files import dir_sha256
 
-        base = (self.base_url or "https://api.openai.com/v1").rstrip("/")
+        base = (self.endpoints()[0] or "https://api.openai.com/v1").rstrip("/")
         key = os.environ.get(self.config.api_key_env)
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         try:
@@ -170,25 +174,34 @@ class OpenAIBackend(Backend):
     def base_url(self) -> str | None:
         return self.config.base_url
 
-    def client(self):
+    def endpoints(self) -> list[str | None]:
+        return list(self.config.base_urls) or [self.base_url]
+
+    def client(self, base_url: str | None = None):
         # An async client belongs to the event loop that made it; a new loop (a new run) gets its own.
         loop = asyncio.get_running_loop()
-        if self._client is None or self._client_loop is not loop:
+        if self._client_loop is not loop:
+            self._clients, self._client_loop = {}, loop
+        url = base_url or self.base_url
+        if url not in self._clients:
             import openai
-
-            self._client_loop = loop
 
             # Local servers ignore the key, but the client insists on one.
             key = os.environ.get(self.config.api_key_env) or "unused"
-            self._client = openai.AsyncOpenAI(
-                base_url=self.base_url, api_key=key, timeout=self.config.timeout_s, max_retries=0
-            )
-        return self._client
+            self._clients[url] = openai.AsyncOpenAI(base_url=url, api_key=key, timeout=self.config.timeout_s, max_retries=0)
+        return self._clients[url]
+
+    def _least_busy(self) -> str | None:
+        """The endpoint with the fewest requests in flight; ties rotate, so equal replicas share evenly."""
+        urls = self.endpoints()
+        self._turn = (self._turn + 1) % len(urls)
+        rotated = urls[self._turn:] + urls[: self._turn]
+        return min(rotated, key=lambda u: self._busy.get(u, 0))
 
     async def close(self) -> None:
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
+        for client in self._clients.values():
+            await client.close()
+        self._clients = {}
 
     def _structured_kwargs(self, request: ModelRequest) -> tuple[dict[str, Any], dict[str, Any]]:
         """(top-level kwargs, extra_body) for the request's constraint in this server's dialect."""
@@ -232,7 +245,16 @@ class OpenAIBackend(Backend):
         kwargs, extra_body = self._structured_kwargs(request)
         if extra_body:
             kwargs["extra_body"] = extra_body
-        client = self.client()
+        url = self._least_busy()
+        self._busy[url] = self._busy.get(url, 0) + 1
+        try:
+            return await self._call_endpoint(self.client(url), request, common, kwargs)
+        finally:
+            self._busy[url] -= 1
+
+    async def _call_endpoint(
+        self, client: Any, request: ModelRequest, common: dict[str, Any], kwargs: dict[str, Any]
+    ) -> ModelResponse:
         if request.messages is not None:
             if request.top_logprobs:
                 kwargs.update(logprobs=True, top_logprobs=request.top_logprobs)

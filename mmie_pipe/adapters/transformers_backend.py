@@ -124,6 +124,29 @@ class TransformersBackend(Backend):
             model = model.to(self._device(torch))
         model.eval()
         self.model = model
+        for name in sorted(c.lora_modules):
+            self._check_adapter_changes_outputs(name)
+
+    def _check_adapter_changes_outputs(self, name: str) -> None:
+        """Refuse an adapter that leaves the model's next-token scores unchanged (an untrained,
+        zero-initialised or mis-targeted adapter would otherwise silently serve the base model)."""
+        import torch
+
+        ids = self.tokenizer("A short probe sentence about Paris.", return_tensors="pt")["input_ids"].to(self.model.device)
+        try:
+            with torch.no_grad():
+                self.model.set_adapter(name)
+                tuned = self.model(input_ids=ids).logits[0, -1].float()
+                with self.model.disable_adapter():
+                    base = self.model(input_ids=ids).logits[0, -1].float()
+        except (TypeError, ValueError) as exc:  # e.g. encoder-decoder models need decoder inputs
+            log.warning("could not check that LoRA adapter %r changes outputs: %s", name, exc)
+            return
+        if torch.allclose(tuned, base, atol=1e-6, rtol=0):
+            raise ModelCallError(
+                f"LoRA adapter {name!r} ({self.config.lora_modules[name]}) does not change the model's outputs: "
+                "it is untrained, zero-initialised or targets modules this model does not use"
+            )
 
     async def start(self) -> None:
         if self.model is None:
@@ -144,6 +167,17 @@ class TransformersBackend(Backend):
             return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return "\n".join(f"{m['role']}: {m['content']}" for m in messages) + "\nassistant:"
 
+    def encode(self, request: ModelRequest) -> Any:
+        """The model inputs of a request, on the model's device: what generation and choice scoring
+        read, and what LoRA training appends its answer tokens to."""
+        if request.images:
+            from .transformers_vision import vision_inputs
+
+            inputs = vision_inputs(self, request)
+        else:
+            inputs = self.tokenizer(self._prompt_text(request), return_tensors="pt")
+        return inputs.to(self.model.device)
+
     def _select_adapter(self, request: ModelRequest):
         from contextlib import nullcontext
 
@@ -161,13 +195,7 @@ class TransformersBackend(Backend):
     def _generate_sync(self, request: ModelRequest) -> ModelResponse:
         torch, _ = _import_torch_transformers()
         with self._lock, torch.no_grad(), self._select_adapter(request):
-            if request.images:
-                from .transformers_vision import vision_inputs
-
-                inputs = vision_inputs(self, request)
-            else:
-                inputs = self.tokenizer(self._prompt_text(request), return_tensors="pt")
-            inputs = inputs.to(self.model.device)
+            inputs = self.encode(request)
             prompt_len = inputs["input_ids"].shape[-1]
             if request.constraint is not None and request.constraint.choices:
                 return self._choose(inputs, request, prompt_len)
@@ -207,7 +235,7 @@ class TransformersBackend(Backend):
         out = []
         for step, token_id in zip(scores, tokens):
             logp = step[0].float().log_softmax(-1)
-            top = logp.topk(k)
+            top = logp.topk(min(k, logp.shape[-1]))  # a vocabulary may be smaller than k
             out.append(TokenLogprob(
                 token=self.tokenizer.decode([int(token_id)]), logprob=float(logp[int(token_id)]),
                 top={self.tokenizer.decode([int(i)]): float(v) for v, i in zip(top.values, top.indices)},

@@ -39,8 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     convert.add_argument("--knowledge", choices=KNOWLEDGE_KINDS)
     convert.add_argument("--output", "-o", help="output file (default: stdout)")
     convert.add_argument("--limit", type=int, help="only the first N records")
-    convert.add_argument("--path", help="input file (required for fmnerg; overrides the split file)")
-    convert.add_argument("--xml-dir", help="VOC xml folder for boxes (gmner default: <root>/gmner/xml)")
+    convert.add_argument("--path", help="input file (overrides the split file)")
+    convert.add_argument("--xml-dir", help="VOC xml folder for boxes (gmner and fmnerg default: <root>/gmner/xml)")
     convert.add_argument(
         "--bio-rule",
         choices=BIO_RULES,
@@ -94,9 +94,6 @@ def run_ls(args: argparse.Namespace) -> int:
     print()
     print(f"{'dataset':<12} {'split':<6} {'file':<24} {'records':>8} {'gold':>9}  note")
     for name, spec in DATASETS.items():
-        if spec.needs_path:
-            print(f"{name:<12} {'-':<6} {'(not shipped; --path)':<24} {'':>8} {'':>9}")
-            continue
         for split, rel in spec.splits.items():
             path = root.path / rel
             if not path.exists():

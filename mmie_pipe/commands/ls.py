@@ -39,7 +39,9 @@ def ls_command(args: argparse.Namespace) -> int:
         print("backends:")
         for name in registry.backends.names():
             cls = registry.backends.get(name)
-            print(f"  {name:<16} {_first_line(sys.modules[cls.__module__].__doc__ or '')}")
+            # A module holding several backends (detectors, OCR engines) describes each in its class.
+            doc = cls.__dict__.get("__doc__") if cls.__module__.endswith((".detectors", ".ocr")) else None
+            print(f"  {name:<16} {_first_line(doc or sys.modules[cls.__module__].__doc__ or '')}")
     if args.what in (None, "profiles"):
         print("profiles:")
         for name, path in sorted(available_profiles().items()):

@@ -23,6 +23,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--strict", action="store_true", help="stop at the first record error")
     p.add_argument("--overwrite", action="store_true", help="discard a previous run in the output directory")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the generation cache")
+    p.add_argument("--prices", help="price table YAML for the cost estimate (default: the shipped OpenAI example)")
+    p.add_argument("--cache", metavar="LOCATION",
+                   help="generation cache: a SQLite file or redis://host:port/db (runtime.cache_path)")
+    p.add_argument("--executor", choices=["local", "ray"], help="where records run (runtime.executor; default local)")
+    p.add_argument("--ray-address", help="an existing Ray cluster (runtime.ray.address; default: start a local one)")
+    p.add_argument("--replicas", type=positive_int, help="Ray actors, one model replica each (runtime.ray.replicas)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar (default: on a terminal only)")
     p.set_defaults(func=run_command)
@@ -38,24 +44,62 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def positive_int(text: str) -> int:
+    value = non_negative_int(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
 def add_config_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", "-p", help="backend profile (see `mmie-pipe ls`) or a profile YAML file")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. stages.extract.params.shots=4 (repeatable)")
 
 
+def cost_line(tokens_by_model: dict, prices: str | None) -> str:
+    from ..pricing import bill, format_cost, load_prices
+
+    try:
+        table = load_prices(prices)
+    except ConfigError as exc:
+        return f"  cost: n/a ({exc})"
+    spent = bill(tokens_by_model, table)
+    line = f"  tokens: {spent.prompt_tokens} in, {spent.completion_tokens} out; estimated cost "
+    if spent.cost is None:
+        return line + f"n/a (no price for {', '.join(spent.unpriced)}; see --prices)"
+    return line + format_cost(spent.cost, table.currency)
+
+
+def make_runner(config) -> Runner:
+    if config.runtime.executor == "ray":
+        from ..distributed import RayExecutor
+
+        return RayExecutor(config)
+    return Runner(config)
+
+
 def run_command(args: argparse.Namespace) -> int:
     try:
         raw, source = load_pipeline(args.pipeline, profile=args.profile, overrides=args.overrides)
+        runtime = raw.setdefault("runtime", {})
         if args.no_cache:
-            raw.setdefault("runtime", {})["cache"] = False
+            runtime["cache"] = False
+        if args.cache:
+            runtime["cache_path"] = args.cache
+        if args.executor:
+            runtime["executor"] = args.executor
+        if args.ray_address:
+            runtime.setdefault("ray", {})["address"] = args.ray_address
+        if args.replicas:
+            runtime.setdefault("ray", {})["replicas"] = args.replicas
         report = validate_pipeline(raw, source)
         if not report.ok:
             raise ConfigError("invalid pipeline:\n  " + "\n  ".join(report.problems))
         if not args.input.is_file():
             raise ConfigError(f"input file {args.input} does not exist")
         output = args.output or Path("runs") / f"{report.config.name}-{args.input.stem}"
-        runner = Runner(report.config)
+        runner = make_runner(report.config)
         summary = asyncio.run(
             runner.run(args.input, output, limit=args.limit, strict=args.strict, progress=args.progress,
                        source=source, overwrite=args.overwrite)
@@ -70,6 +114,7 @@ def run_command(args: argparse.Namespace) -> int:
     print(f"{s['records']} records written ({s['ok']} ok, {s['errors']} with errors), "
           f"{s['resumed_skipped']} already done; {s['model_calls']} model calls, {s['cache_hits']} cache hits, "
           f"{s['prompt_tokens'] + s['completion_tokens']} tokens; {s['seconds']:.1f}s")
+    print(cost_line(s["tokens_by_model"], args.prices))
     for stage, count in sorted(s["errors_by_stage"].items()):
         print(f"  errors in {stage}: {count}")
     for note in runner.context.notes:

@@ -37,7 +37,6 @@ class DatasetSpec:
     # knowledge kind -> (zips, {split: member})
     knowledge: dict[str, tuple[tuple[str, ...], dict[str, str]]] = field(default_factory=dict)
     types: tuple[str, ...] = ()
-    needs_path: bool = False  # FMNERG is not shipped: the caller names the file
 
 
 _TWITTER_SPLITS = {"train": "train.txt", "valid": "valid.txt", "test": "test.txt"}
@@ -77,10 +76,11 @@ DATASETS: dict[str, DatasetSpec] = {
     ),
     "fmnerg": DatasetSpec(
         "fmnerg",
-        {},
-        {},
+        {"train": "fmnerg/train.txt", "dev": "fmnerg/dev.txt", "test": "fmnerg/test.txt"},
+        {"train": 7000, "dev": 1500, "test": 1500},
         captions={"blip2": BLIP2_FILES, "owl": OWL_FILES},
-        needs_path=True,
+        # Coarse types; the fine ones and their parents are in `mmie_pipe/data/fmnerg_types.json`.
+        types=("person", "organization", "location", "building", "event", "art", "product", "other"),
     ),
 }
 
@@ -91,7 +91,7 @@ _SPLIT_ALIASES = {"dev": ("valid", "val"), "valid": ("dev", "val"), "val": ("dev
 def canonical_split(dataset: str, split: str) -> str:
     """The dataset's own name for `split` (`dev`, `valid` and `val` are interchangeable)."""
     spec = dataset_spec(dataset)
-    if spec.needs_path or split in spec.splits:
+    if split in spec.splits:
         return split
     for alias in _SPLIT_ALIASES.get(split, ()):
         if alias in spec.splits:
@@ -125,8 +125,8 @@ def load_split(
 ) -> Iterator[Record]:
     """Stream one split as input `Record`s (gold inside), optionally with captions and knowledge.
 
-    `rule` is the BIO convention (see `mmie_pipe.metrics.bio`); `path` is required for FMNERG
-    (optionally with `xml_dir` for boxes) and overrides the split file for the other CoNLL sets.
+    `rule` is the BIO convention (see `mmie_pipe.metrics.bio`); `path` overrides the split file;
+    `xml_dir` the VOC xml folder of GMNER and FMNERG boxes (default `<root>/gmner/xml`).
     Records without a caption / knowledge entry keep `None` there; a warning gives the count.
     """
     spec = dataset_spec(dataset)
@@ -135,10 +135,8 @@ def load_split(
         raise ValueError(f"no {captions!r} captions for {dataset}; available: {', '.join(spec.captions) or 'none'}")
     if knowledge is not None and knowledge not in spec.knowledge:
         raise ValueError(f"no {knowledge!r} knowledge for {dataset}; available: {', '.join(spec.knowledge) or 'none'}")
-    if spec.needs_path and path is None:
-        raise ValueError(f"{dataset} is not shipped with the data: pass path=<file> (CLI: --path)")
-    # FMNERG from an explicit file needs the data root only for captions or knowledge.
-    root = _root(data_root) if (not spec.needs_path or captions or knowledge) else None
+    # An explicit file needs the data root only for captions, knowledge or default boxes.
+    root = _root(data_root) if (path is None or captions or knowledge or (dataset == "gmner" and not xml_dir)) else None
     source = Path(path) if path is not None else root / spec.splits[split]
 
     if dataset == "mnre":
@@ -146,6 +144,8 @@ def load_split(
     elif dataset == "gmner":
         records = load_gmner(source, Path(xml_dir) if xml_dir else root / "gmner" / "xml", split=split, rule=rule)
     elif dataset == "fmnerg":
+        if xml_dir is None and root is not None and (root / "gmner" / "xml").is_dir():
+            xml_dir = root / "gmner" / "xml"  # FMNERG's boxes are GMNER's
         records = load_fmnerg(source, split=split, rule=rule, xml_dir=xml_dir)
     else:
         records = load_twitter(source, dataset=dataset, split=split, rule=rule)

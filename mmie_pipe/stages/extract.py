@@ -16,12 +16,13 @@ from typing import Literal
 from pydantic import BaseModel, Field, field_validator
 
 from ..calls import json_parser
-from ..fewshot import Example, ExampleSelector, load_pool
+from ..fewshot import Example
 from ..model_io import Constraint, Message, ModelRequest, Sampling
 from ..prompts import check_template, render
 from ..records import Entity, Record, find_span
 from ..registry import stages
-from .base import Role, Stage, StageParams
+from .base import Role, Stage
+from .shots import FewShotParams, ShotPicker
 
 DEFAULT_LABELS = {
     "PER": "a person, including user names of people",
@@ -37,12 +38,10 @@ TYPE_SYNONYMS = {
 CONTEXT_FIELDS = ("caption", "visual_context", "knowledge")
 
 
-class ExtractParams(StageParams):
+class ExtractParams(FewShotParams):
     mode: Literal["fewshot", "chat_json"] = "fewshot"
     labels: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_LABELS), min_length=1)
     shots: int = Field(default=8, ge=0, le=64)
-    examples: str = "ner_tweets.v1"  # shipped pool name, or a JSONL path (e.g. a converted train split)
-    selection: Literal["first", "random", "similar"] = "similar"
     # Record fields shown to the model as context when present (caption, visual_context, knowledge).
     context: list[Literal["caption", "visual_context", "knowledge"]] = Field(default_factory=list)
     context_chars: int = Field(default=400, ge=0)
@@ -130,7 +129,7 @@ class ExtractEntities(Stage):
     Params = ExtractParams
     reads = ("text",)
     optional_reads = CONTEXT_FIELDS
-    writes = ("entities",)
+    writes = ("entities", "examples")
     roles = {"llm": Role(description="the extracting LLM")}
 
     @classmethod
@@ -141,17 +140,25 @@ class ExtractEntities(Stage):
         super().__init__(params, model, context)
         self.params: ExtractParams = params
         self.template = params.template or f"extract.{params.mode}.v1.jinja"
-        self.selector = (
-            ExampleSelector(load_pool(params.examples), params.selection, seed=context.seed) if params.shots else None
-        )
+        self.shots = ShotPicker(params, context.seed, context.note_once, self.qualified_name)
+
+    async def setup(self) -> None:
+        await self.shots.setup()
 
     def _context_text(self, record: Record) -> str:
         parts = [str(getattr(record, f)) for f in self.params.context if getattr(record, f, None)]
         return " ".join(parts)[: self.params.context_chars]
 
-    def build_request(self, record: Record) -> ModelRequest:
+    def _example_context(self, example: Example) -> str:
+        """The same context fields for a solved example, where the pool has them (captions, and
+        written knowledge in PGIM-style pools)."""
+        fields = {"caption": example.caption, "knowledge": example.answer}
+        parts = [fields[f] for f in self.params.context if fields.get(f)]
+        return " ".join(parts)[: self.params.context_chars]
+
+    def build_request(self, record: Record, examples: list[Example] | None = None) -> ModelRequest:
         p = self.params
-        examples = self.selector.select(record.id, record.text, p.shots) if self.selector else []
+        examples = self.shots.pick(record) if examples is None else examples
         context = self._context_text(record)
         sampling = Sampling(temperature=p.temperature, max_tokens=p.max_tokens, stop=("\n",) if p.mode == "fewshot" else ())
         if p.mode == "fewshot":
@@ -162,7 +169,7 @@ class ExtractEntities(Stage):
                 + ". Write none when there is no entity.",
                 examples=[
                     {"text": ex.text, "answer": format_fewshot_answer(_example_answer(ex, p.labels)),
-                     "context": (ex.caption or "")[: p.context_chars] if "caption" in p.context else ""}
+                     "context": self._example_context(ex)}
                     for ex in examples
                 ],
                 text=record.text,
@@ -193,7 +200,7 @@ class ExtractEntities(Stage):
         )
 
     async def process(self, record: Record) -> None:
-        request = self.build_request(record)
+        request = self.build_request(record, await self.shots.apick(record))
         if self.params.mode == "fewshot":
             response = await self.model.generate(request)
             pairs = parse_fewshot_answer(response.text)

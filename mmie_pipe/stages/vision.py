@@ -69,8 +69,13 @@ class _CachedToolStage(Stage):
     def apply(self, record: Record, raw: list[Any]) -> None:
         raise NotImplementedError
 
+    # A detector / OCR engine declared under `backends:` and bound with `backend: <role>` replaces
+    # the one named in the stage's parameters (so a profile can swap it); see the subclasses' roles.
+
     async def setup(self) -> None:
-        self.tool = self.build_tool()
+        self.tool = self.model.backend if self.model is not None else self.build_tool()
+        if self.model is not None and not self.tool.capabilities & {self.capability}:
+            raise ConfigError(f"{self.qualified_name}: backend {self.tool.kind!r} cannot {self.capability}")
         await asyncio.to_thread(self.tool.load)
         self._identity = await asyncio.to_thread(self.tool.identity)
 
@@ -121,6 +126,8 @@ class ObjectsStage(_CachedToolStage):
     Params = ObjectsParams
     writes = ("objects",)
     tool_kind = "detector"
+    capability = "detect"
+    roles = {"detector": Role(needs=frozenset({"detect"}), required=False)}
 
     def build_tool(self):
         from ..adapters.detectors import build_detector
@@ -138,7 +145,7 @@ class ObjectsStage(_CachedToolStage):
         record.objects = filter_detections(
             raw, score_threshold=p.score_threshold, iou_threshold=p.nms_iou, max_objects=p.max_objects, labels=p.labels
         )
-        record.provenance["objects"] = f"{self.qualified_name}:{p.detector}"
+        record.provenance["objects"] = f"{self.qualified_name}:{self.tool.kind}"
 
 
 class OcrParams(VisionParams):
@@ -157,6 +164,8 @@ class OcrStage(_CachedToolStage):
     Params = OcrParams
     writes = ("ocr",)
     tool_kind = "ocr"
+    capability = "ocr"
+    roles = {"ocr": Role(needs=frozenset({"ocr"}), required=False)}
 
     def build_tool(self):
         from ..adapters.ocr import build_ocr
@@ -171,7 +180,7 @@ class OcrStage(_CachedToolStage):
 
     def apply(self, record: Record, raw: list[OcrLine]) -> None:
         record.ocr = [line for line in raw if line.score >= self.params.min_score][: self.params.max_lines]
-        record.provenance["ocr"] = f"{self.qualified_name}:{self.params.engine}"
+        record.provenance["ocr"] = f"{self.qualified_name}:{self.tool.kind}"
 
 
 # -- caption ----------------------------------------------------------------------------------------
