@@ -135,7 +135,9 @@ def ner_config(base_url):
         "backends": {"llm": {"kind": "openai", "model": "smollm2", "base_url": base_url, "flavor": "llamacpp",
                              "concurrency": 2, "max_retries": 1, "retry_max_wait_s": 0.1, "timeout_s": 60}},
         "stages": [{"stage": "extract", "backend": "llm", "params": {"shots": 2, "max_tokens": 24}}],
-        "runtime": {"batch_size": 4},
+        # Every record must meet the dead server here; the error budget that would stop the run
+        # first has its own tests (tests/reliability/test_rel_exit_codes.py).
+        "runtime": {"batch_size": 4, "max_consecutive_failures": 0},
     }).config
 
 
