@@ -102,16 +102,18 @@ def _print_plan(outcomes, prices, format_cost, out_dir: Path) -> int:
         total_calls += plan.calls
         total_tokens += plan.tokens
         total_cost += cost or 0.0
-        calls = f"{plan.calls}" + ("+?" if plan.unplanned else "")
-        print(f"{outcome.cell.id:<60} {plan.records:>7} {calls:>6} {plan.cached:>6} {plan.prompt_tokens:>10} "
-              f"{plan.completion_tokens:>11} {format_cost(cost, prices.currency):>10}")
+        more = "+?" if plan.unplanned else ""  # stages whose calls are not known before they run
+        cost_text = format_cost(cost, prices.currency) + more
+        print(f"{outcome.cell.id:<60} {plan.records:>7} {str(plan.calls) + more:>6} {plan.cached:>6} "
+              f"{str(plan.prompt_tokens) + more:>10} {str(plan.completion_tokens) + more:>11} {cost_text:>10}")
         rows.append({"cell": outcome.cell.id, "records": plan.records, "calls": plan.calls, "cached": plan.cached,
                      "prompt_tokens": plan.prompt_tokens, "completion_tokens": plan.completion_tokens,
                      "tokens": plan.tokens, "cost": cost, "exact": plan.exact, "unplanned": plan.unplanned})
         if plan.unplanned:
             print(f"    + calls of {', '.join(plan.unplanned)}: decided while running, not counted")
     cost_text = format_cost(total_cost, prices.currency) + (" (+ unpriced models)" if unknown_cost else "")
-    print(f"total: {len(outcomes)} cells, {total_calls} model calls, ~{total_tokens} tokens, ~{cost_text}")
+    partly = " (+ calls not counted ahead)" if any(o.plan.unplanned for o in outcomes) else ""
+    print(f"total: {len(outcomes)} cells, {total_calls} model calls, ~{total_tokens} tokens, ~{cost_text}{partly}")
     print("calls are counted from the requests each planned stage builds, minus those in the cache or made by an "
           "earlier cell; tokens are estimates (~3 characters per input token, max_tokens per answer)")
     (out_dir / "plan.json").write_text(json.dumps({"cells": rows}, indent=2) + "\n", encoding="utf-8")
