@@ -185,3 +185,27 @@ def test_predicted_entities_are_checked_against_the_text():
     assert Record(id="1", text=text, relations=[rel]).relations[0].label_probs == {"x": 1.0}
     with pytest.raises(ValidationError):
         Entity(text="x", start=3)
+
+
+def test_run_counters_add_up_events_and_tokens_over_actors():
+    """The Ray driver sums each actor's running totals: call counters, stage events (MQA
+    fallbacks, rerank counts) and per-model tokens, taking each actor's latest totals."""
+    from mmie_pipe.calls import CallStats
+    from mmie_pipe.distributed.worker import RunCounters, _counters
+    from mmie_pipe.model_io import Usage
+
+    def actor_stats(calls: int, fallbacks: int, prompt: int) -> dict[str, int]:
+        stats = CallStats(calls=calls, usage=Usage(prompt_tokens=prompt))
+        stats.count("choice_fallbacks", fallbacks)
+        stats.add_usage("smollm2", Usage(prompt_tokens=prompt, completion_tokens=1), cached=False)
+        return _counters(stats)
+
+    run = CallStats()
+    counters = RunCounters(run)
+    counters.update(("a", 1), actor_stats(2, 1, 10))
+    counters.update(("b", 1), actor_stats(3, 0, 20))
+    counters.update(("a", 1), actor_stats(1, 1, 5))  # an older total arriving late changes nothing
+    counters.update(("a", 1), actor_stats(4, 2, 40))
+    assert run.calls == 7 and run.usage.prompt_tokens == 60
+    assert run.events == {"choice_fallbacks": 2}
+    assert run.spent_by_model["smollm2"].prompt_tokens == 60 and run.spent_by_model["smollm2"].completion_tokens == 2

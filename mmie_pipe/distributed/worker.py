@@ -115,7 +115,9 @@ class PipelineWorker:
 
 
 def _counters(stats: CallStats) -> dict[str, int]:
-    return {
+    """Every counter of a CallStats as one flat mapping (stage events and per-model tokens too), so
+    the driver can add up actors' running totals key by key."""
+    flat = {
         "calls": stats.calls,
         "cache_hits": stats.cache_hits,
         "shared": stats.shared,
@@ -123,6 +125,12 @@ def _counters(stats: CallStats) -> dict[str, int]:
         "prompt_tokens": stats.usage.prompt_tokens,
         "completion_tokens": stats.usage.completion_tokens,
     }
+    flat.update({f"event\t{name}": n for name, n in stats.events.items()})
+    for book, by_model in (("spent", stats.spent_by_model), ("cached", stats.cached_by_model)):
+        for model, usage in by_model.items():
+            flat[f"{book}\t{model}\tprompt"] = usage.prompt_tokens
+            flat[f"{book}\t{model}\tcompletion"] = usage.completion_tokens
+    return flat
 
 
 class RunCounters:
@@ -137,10 +145,19 @@ class RunCounters:
     def update(self, actor: tuple[str, int], totals: dict[str, int]) -> None:
         from ..model_io import Usage
 
-        seen = self.per_actor.setdefault(actor, dict.fromkeys(totals, 0))
+        seen = self.per_actor.setdefault(actor, {})
         for key, value in totals.items():
-            seen[key] = max(seen[key], value)
-        total = {k: self.base[k] + sum(a[k] for a in self.per_actor.values()) for k in self.base}
-        self.stats.calls, self.stats.cache_hits = total["calls"], total["cache_hits"]
-        self.stats.shared, self.stats.reasks = total["shared"], total["reasks"]
-        self.stats.usage = Usage(prompt_tokens=total["prompt_tokens"], completion_tokens=total["completion_tokens"])
+            seen[key] = max(seen.get(key, 0), value)
+        keys = set(self.base).union(*self.per_actor.values())
+        total = {k: self.base.get(k, 0) + sum(a.get(k, 0) for a in self.per_actor.values()) for k in keys}
+        s = self.stats
+        s.calls, s.cache_hits, s.shared, s.reasks = total["calls"], total["cache_hits"], total["shared"], total["reasks"]
+        s.usage = Usage(prompt_tokens=total["prompt_tokens"], completion_tokens=total["completion_tokens"])
+        s.events = {k.split("\t", 1)[1]: v for k, v in total.items() if k.startswith("event\t")}
+        books: dict[str, dict[str, Usage]] = {"spent": {}, "cached": {}}
+        for key, value in total.items():
+            parts = key.split("\t")
+            if len(parts) == 3 and parts[0] in books:
+                usage = books[parts[0]].setdefault(parts[1], Usage())
+                setattr(usage, f"{parts[2]}_tokens", value)
+        s.spent_by_model, s.cached_by_model = books["spent"], books["cached"]
