@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import shutil
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 np = pytest.importorskip("numpy")
 from PIL import Image  # noqa: E402
@@ -113,8 +115,9 @@ def test_config_errors(tmp_path):
         make_stage(tmp_path, source="file")
     with pytest.raises(ConfigError, match="captions_file not found"):
         make_stage(tmp_path, captions_file=str(tmp_path / "nope.txt"))
-    with pytest.raises(ConfigError, match="unknown prompt template"):
-        make_stage(tmp_path, template="no-such-template.txt")
+    # A missing template is caught with the parameters, before any stage or model is set up.
+    with pytest.raises(ValidationError, match="unknown prompt template"):
+        CaptionParams(template="no-such-template.txt")
 
 
 # -- the model path -------------------------------------------------------------------------------------
@@ -247,10 +250,11 @@ def test_ita_pipeline_runs_without_a_model(tmp_path):
     raw, source = load_pipeline("ita", overrides=[f"runtime.cache_path={tmp_path / 'c.sqlite'}"])
     report = validate_pipeline(raw, source)
     assert report.ok, report.problems
-    cat = Path(skimage.__file__).parent / "data" / "chelsea.png"
+    # Images live beside the input file (paths outside its folder are refused by default).
+    shutil.copy(Path(skimage.__file__).parent / "data" / "chelsea.png", tmp_path / "chelsea.png")
     lines = [
-        {"id": "cat", "text": "My cat Chelsea", "image": str(cat)},
-        {"id": "given", "text": "Game day", "image": str(cat), "caption": "a cat watching football"},
+        {"id": "cat", "text": "My cat Chelsea", "image": "chelsea.png"},
+        {"id": "given", "text": "Game day", "image": "chelsea.png", "caption": "a cat watching football"},
         {"id": "text", "text": "no image"},
     ]
     src = tmp_path / "in.jsonl"

@@ -17,17 +17,18 @@ from pydantic import Field
 
 from ..calls import fan_out
 from ..errors import ModelCallError, StageInputError
-from ..images import decode_image, materialize_for_model, read_image_bytes
+from ..images import model_image
 from ..model_io import ImagePart
 from ..records import Entity, Record
 from ..registry import stages
 from ..reranking import TEMPLATE, Question, normalized_entropy, question_request, top_types
-from .base import Role, Stage, StageParams
+from .base import Role, Stage
+from .vision import VisionParams
 
 COUNTS = ("entities", "gated", "reranked", "changed", "failed", "no_distribution")
 
 
-class RerankParams(StageParams):
+class RerankParams(VisionParams):
     gamma: float = Field(default=0.2, ge=0, le=1, description="rerank when H(p)/log(n) exceeds this")
     top_k: int = Field(default=5, ge=2, le=26)
     granularity: Literal["coarse", "fine"] = "coarse"  # fine: re-type `fine_type` within the coarse type
@@ -114,11 +115,9 @@ class RerankStage(Stage):
             if p.context == "image":
                 raise StageInputError("rerank: context 'image' but the record has no image")
             return None
-        raw = await asyncio.to_thread(read_image_bytes, record.image)
-        loaded = await asyncio.to_thread(decode_image, raw)
         scratch = self.context.run_dir / "images" if self.context.run_dir else None
-        path, mime, digest = await asyncio.to_thread(materialize_for_model, loaded, raw, scratch)
-        return ImagePart(sha256=digest, mime=mime, path=path)
+        image = await asyncio.to_thread(model_image, record.image, p.image_options(self.context.input_dir), scratch)
+        return image.part
 
     # -- per record ------------------------------------------------------------------------------
     async def process(self, record: Record) -> None:

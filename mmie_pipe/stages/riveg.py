@@ -29,7 +29,7 @@ from ..adapters.detectors import Detector
 from ..adapters.tools import LocalTool
 from ..calls import fan_out, json_parser
 from ..errors import ConfigError
-from ..images import ImageOptions, model_image
+from ..images import model_image
 from ..model_io import Constraint, Message, ModelRequest, Sampling, TextPart
 from ..prompts import render
 from ..records import Box, DetectedObject, Entity, Record
@@ -38,6 +38,7 @@ from ..tool_calls import ToolClient
 from ..vision.coco import COCO_LABELS
 from ..vision.coords import Convention, to_pixels
 from .base import Role, Stage, StageParams
+from .vision import VisionParams
 from .riveg_items import (
     QueryStyle, load_examples, mark, one_line, query_text, record_item_error, visual_text, yes_probability,
 )
@@ -124,14 +125,11 @@ class ExpandEntities(Stage):
 # -- shared by entail and ground --------------------------------------------------------------------
 
 
-class _VisualParams(StageParams, ImageOptions):
+class _VisualParams(VisionParams):
     query: QueryStyle = "both"  # what the image is searched for: description, name, or both
     # detector / open_vocab: a detection must score at least this to picture an entity.
     score_threshold: float = Field(default=0.5, ge=0, le=1)
     type_classes: dict[str, list[str]] = Field(default_factory=lambda: {k: list(v) for k, v in DEFAULT_TYPE_CLASSES.items()})
-
-    def image_options(self) -> ImageOptions:
-        return ImageOptions.model_validate({k: getattr(self, k) for k in ImageOptions.model_fields})
 
 
 class _VisualStage(Stage):
@@ -198,7 +196,7 @@ class _VisualStage(Stage):
         tool: Detector = self.backend
         queries = sorted({query_text(e, self.params.query) for e in entities}) if tool.open_vocabulary else None
         value = await self.tools.run(
-            record.image, self.params.image_options(), {"queries": queries},
+            record.image, self.params.image_options(self.context.input_dir), {"queries": queries},
             lambda image: {"items": [d.model_dump(mode="json") for d in tool.detect(image, queries)]},
         )
         return [DetectedObject.model_validate(item) for item in value["items"]]
@@ -278,7 +276,7 @@ class EntailEntities(_VisualStage):
 
     async def vlm_request(self, record: Record, entity: Entity) -> ModelRequest:
         scratch = self.context.run_dir / "images" if self.context.run_dir else None
-        image = await asyncio.to_thread(model_image, record.image, self.params.image_options(), scratch)
+        image = await asyncio.to_thread(model_image, record.image, self.params.image_options(self.context.input_dir), scratch)
         text = render(self.params.template or "entail.vlm.v1.jinja", text=record.text, query=query_text(entity, self.params.query))
         return ModelRequest(messages=(Message(role="user", content=(image.part, TextPart(text=text))),), sampling=Sampling(max_tokens=1))
 
@@ -289,7 +287,7 @@ class EntailEntities(_VisualStage):
         hypothesis = query_text(entity, self.params.query)
         premise = record.text
         value = await self.tools.run(
-            record.image, self.params.image_options(), {"hypothesis": hypothesis, "premise": premise},
+            record.image, self.params.image_options(self.context.input_dir), {"hypothesis": hypothesis, "premise": premise},
             lambda image: self.backend.entail(image, hypothesis, premise),
         )
         return float(value["yes_prob"])
@@ -387,7 +385,7 @@ class GroundEntities(_VisualStage):
     async def vlm_box(self, record: Record, entity: Entity) -> tuple[Box | None, float | None]:
         p = self.params
         scratch = self.context.run_dir / "images" if self.context.run_dir else None
-        image = await asyncio.to_thread(model_image, record.image, p.image_options(), scratch)
+        image = await asyncio.to_thread(model_image, record.image, p.image_options(self.context.input_dir), scratch)
         hint = COORDINATE_HINTS[p.coordinates].format(width=image.width, height=image.height)
         text = render(p.template, text=record.text, query=query_text(entity, p.query), coordinates=hint)
         request = ModelRequest(
@@ -403,7 +401,7 @@ class GroundEntities(_VisualStage):
     async def ofa_box(self, record: Record, entity: Entity) -> tuple[Box | None, float | None]:
         query = query_text(entity, self.params.query)
         value = await self.tools.run(
-            record.image, self.params.image_options(), {"query": query}, lambda image: self.backend.ground(image, query)
+            record.image, self.params.image_options(self.context.input_dir), {"query": query}, lambda image: self.backend.ground(image, query)
         )
         coords = value.get("box")
         box = Box(xmin=coords[0], ymin=coords[1], xmax=coords[2], ymax=coords[3]) if coords else None
