@@ -15,6 +15,9 @@ pytest.importorskip("tokenizers")
 
 from PIL import Image  # noqa: E402
 
+import tiny_vision_models  # noqa: E402
+from tiny_vision_models import BOS, EOS, IMAGE, LLAVA_TEMPLATE, PAD, SPECIALS, VISION  # noqa: E402
+
 from mmie_pipe.adapters.transformers_backend import TransformersBackend, TransformersConfig  # noqa: E402
 from mmie_pipe.cache import GenerationCache  # noqa: E402
 from mmie_pipe.calls import ModelClient  # noqa: E402
@@ -24,25 +27,10 @@ from mmie_pipe.stages.base import StageContext  # noqa: E402
 from mmie_pipe.stages.vision import CaptionParams, CaptionStage  # noqa: E402
 
 WORDS = "a photo of the cat dog man woman person sitting on street with sky red blue green house car".split()
-SPECIALS = ["<pad>", "<unk>", "<s>", "</s>", "<image>"]
-PAD, BOS, EOS, IMAGE = 0, 2, 3, 4
-LLAVA_TEMPLATE = (
-    "{% for m in messages %}{{ m['role'].upper() }}: "
-    "{% if m['content'] is string %}{{ m['content'] }}{% else %}{% for c in m['content'] %}"
-    "{% if c['type'] == 'image' %}<image>\n{% else %}{{ c['text'] }}{% endif %}{% endfor %}{% endif %} "
-    "{% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}"
-)
 
 
 def word_tokenizer(**extra):
-    from tokenizers import Tokenizer, models, pre_tokenizers
-
-    vocab = {w: i for i, w in enumerate(SPECIALS + WORDS)}
-    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.Whitespace()
-    return transformers.PreTrainedTokenizerFast(
-        tokenizer_object=core, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>", **extra
-    )
+    return tiny_vision_models.word_tokenizer(WORDS, **extra)
 
 
 def only_words(model) -> None:
@@ -51,9 +39,6 @@ def only_words(model) -> None:
     head = model.get_output_embeddings()
     with torch.no_grad():
         head.weight[: len(SPECIALS)] = 0.0
-
-
-VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32, patch_size=8)
 
 
 def build_blip2(directory: Path, text: str) -> Path:

@@ -17,11 +17,12 @@ LLAVA_TEMPLATE = (
 )
 
 
-def word_tokenizer(**extra):
+def word_tokenizer(words: list[str] | None = None, **extra):
+    """A word-level tokenizer over SPECIALS + `words` (default: this module's WORDS)."""
     import transformers
     from tokenizers import Tokenizer, models, pre_tokenizers
 
-    vocab = {w: i for i, w in enumerate(SPECIALS + WORDS)}
+    vocab = {w: i for i, w in enumerate(SPECIALS + (WORDS if words is None else words))}
     core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.Whitespace()
     return transformers.PreTrainedTokenizerFast(
