@@ -19,21 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 
-from gem_common import RUNS, cli, fine_scores, gate_fractions, save, type_changes
+from gem_common import RERANK_ONLY, RUNS, cli, fine_scores, gate_fractions, save, type_changes
 
 TAGGER_ONLY = """name: tagger-only
 stages:
   - stage: tagger.v1
     params: {{model: {model}, device: cpu, threads: {threads}}}
-"""
-RERANK_ONLY = """name: rerank-only
-inputs: [entities]
-backends:
-  llm: {backend}
-stages:
-  - stage: rerank.v1
-    backend: llm
-    params: {params}
 """
 EMBEDDED = '{kind: llama_server, model: "embedded:smollm2", parallel: 8}'
 
@@ -68,7 +59,7 @@ def main() -> None:
         done=before / "manifest.json", log=log)
 
     params = json.dumps({"gamma": args.gamma, "top_k": 5, "granularity": "fine", "hierarchy": "fmnerg", "context": "caption"})
-    (RUNS / "rerank_embedded.yaml").write_text(RERANK_ONLY.format(backend=EMBEDDED, params=params))
+    (RUNS / "rerank_embedded.yaml").write_text(RERANK_ONLY.format(name="rerank-only", backend=EMBEDDED, params=params))
     after = RUNS / "after-embedded"
     rerank_seconds = cli("run", str(RUNS / "rerank_embedded.yaml"), "--input", str(before / "predictions.jsonl"),
                          "-o", str(after), done=after / "manifest.json", log=log)

@@ -22,18 +22,9 @@ import argparse
 import json
 from pathlib import Path
 
-from gem_common import RUNS, cli, fine_scores, save, type_changes
+from gem_common import RERANK_ONLY, RUNS, cli, fine_scores, save, type_changes
 
 BASE = RUNS.parent / "smollm2-135m-hf"
-RERANK_ONLY = """name: rerank-transformers
-inputs: [entities]
-backends:
-  llm: {backend}
-stages:
-  - stage: rerank.v1
-    backend: llm
-    params: {params}
-"""
 
 
 def finetune(name: str, args, extra: list[str]) -> dict:
@@ -59,7 +50,7 @@ def gem_with(adapter: Path | None, before: Path, limit: int, threads: int) -> Pa
         params["lora"] = "gem"
         tag = "adapter"
     config = RUNS / f"rerank_{tag}.yaml"
-    config.write_text(RERANK_ONLY.format(backend=json.dumps(backend), params=json.dumps(params)))
+    config.write_text(RERANK_ONLY.format(name="rerank-transformers", backend=json.dumps(backend), params=json.dumps(params)))
     out = RUNS / f"after-{tag}"
     cli("run", str(config), "--input", str(before), "-o", str(out), "--limit", str(limit), done=out / "manifest.json",
         log=RUNS / "log.txt")

@@ -16,6 +16,18 @@ RESULTS = ROOT / "benchmarks" / "results"
 RUNS = Path(os.environ.get("MMIE_BENCH_RUNS", ROOT / "runs" / "bench_gem"))
 
 
+# A pipeline that re-types the entities already on the input records (rerank alone).
+RERANK_ONLY = """name: {name}
+inputs: [entities]
+backends:
+  llm: {backend}
+stages:
+  - stage: rerank.v1
+    backend: llm
+    params: {params}
+"""
+
+
 def cli(*args: str, done: Path | None = None, log: Path | None = None) -> float:
     """Run `mmie-pipe ARGS` (this checkout's package) unless `done` exists; returns wall seconds."""
     if done is not None and done.exists():
