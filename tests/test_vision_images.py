@@ -175,26 +175,9 @@ def test_bad_images_are_per_record_errors_in_a_run(tmp_path):
     src.write_text("\n".join(__import__("json").dumps(x) for x in lines) + "\n")
 
     # Image stages with a stub detector so this test needs no model files.
-    from mmie_pipe.adapters.detectors import Detector, DetectorConfig, detectors
+    from stub_tools import register_stub_detector
 
-    if "stub_boxes" not in detectors.names():
-
-        class StubConfig(DetectorConfig):
-            kind: str = "stub_boxes"
-
-        @detectors.register("stub_boxes")
-        class StubDetector(Detector):
-            kind = "stub_boxes"
-            Config = StubConfig
-
-            def identity(self):
-                return {"name": "stub"}
-
-            def load(self):
-                pass
-
-            def detect(self, image):
-                return []
+    register_stub_detector()
 
     raw = {
         "name": "t",

@@ -215,17 +215,7 @@ def test_zero_shot_detector_adapter_loads_local_owlv2(tmp_path):
     from mmie_pipe.adapters.detectors import build_detector
     from mmie_pipe.records import DetectedObject
 
-    tokenizer = word_tokenizer()
-    config = transformers.Owlv2Config(
-        text_config=dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, max_position_embeddings=16, pad_token_id=PAD, bos_token_id=BOS, eos_token_id=EOS),
-        vision_config=VISION, projection_dim=32,
-    )
-    torch.manual_seed(0)
-    transformers.Owlv2ForObjectDetection(config).save_pretrained(tmp_path)
-    transformers.Owlv2Processor(
-        image_processor=transformers.Owlv2ImageProcessor(size={"height": 32, "width": 32}), tokenizer=tokenizer
-    ).save_pretrained(tmp_path)
+    tiny_vision_models.build_tiny_owlv2(tmp_path, WORDS)
     detector = build_detector("transformers_zero_shot", {"model": str(tmp_path), "queries": ["cat", "dog"], "device": "cpu"})
     detector.load()
     assert detector.identity()["queries"] == ["cat", "dog"]

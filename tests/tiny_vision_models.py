@@ -55,11 +55,11 @@ def build_tiny_llava(directory: Path) -> Path:
     return directory
 
 
-def build_tiny_owlv2(directory: Path) -> Path:
+def build_tiny_owlv2(directory: Path, words: list[str] | None = None) -> Path:
     import torch
     import transformers
 
-    tokenizer = word_tokenizer()
+    tokenizer = word_tokenizer(words)
     config = transformers.Owlv2Config(
         text_config=dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                          num_attention_heads=2, max_position_embeddings=16, pad_token_id=PAD, bos_token_id=BOS, eos_token_id=EOS),

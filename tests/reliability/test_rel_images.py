@@ -14,6 +14,7 @@ from PIL import Image
 from mmie_pipe.images import ImageError, ImageOptions, read_image_bytes
 from mmie_pipe.pipeline import validate_pipeline
 from mmie_pipe.runner import Runner
+from stub_tools import register_stub_detector
 
 
 def jpeg(path):
@@ -91,31 +92,6 @@ def test_in_a_run_images_resolve_against_the_input_folder_and_outputs_keep_the_r
     assert [r["image"] for r in rows.values()] == [p["image"] for p in posts]  # as given, not absolute
     for rid in ("out", "link"):
         assert rows[rid]["errors"][0]["kind"] == "image" and "outside the image folder" in rows[rid]["errors"][0]["reason"]
-
-
-def register_stub_detector():
-    """A detector that finds nothing: this test is about which files are read, not about boxes."""
-    from mmie_pipe.adapters.detectors import Detector, DetectorConfig, detectors
-
-    if "stub_boxes" in detectors.names():
-        return
-
-    class StubConfig(DetectorConfig):
-        kind: str = "stub_boxes"
-
-    @detectors.register("stub_boxes")
-    class StubDetector(Detector):
-        kind = "stub_boxes"
-        Config = StubConfig
-
-        def identity(self):
-            return {"name": "stub"}
-
-        def load(self):
-            pass
-
-        def detect(self, image):
-            return []
 
 
 class _Server:
