@@ -67,16 +67,6 @@ class Stage(ABC):
     writes: ClassVar[tuple[str, ...]] = ()
     # The models this stage calls, by role; the first role is the one `backend:` binds in YAML.
     roles: ClassVar[dict[str, Role]] = {}
-    # Shorthands for single-model stages: `uses_model` = one required role `llm`, `accepts_model` =
-    # one optional role `model` (e.g. a caption stage that falls back to precomputed captions).
-    uses_model: ClassVar[bool] = False
-    accepts_model: ClassVar[bool] = False
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if not cls.__dict__.get("roles") and (cls.uses_model or cls.accepts_model) and not cls.roles:
-            cls.roles = {"llm": Role()} if cls.uses_model else {"model": Role(required=False)}
-
     @classmethod
     def role_needs(cls, params: StageParams) -> dict[str, frozenset[str]]:
         """Capabilities each role needs with these parameters (a stage may need more in some modes)."""
