@@ -90,10 +90,15 @@ class Outcome(Generic[T]):
         return self.error is None
 
 
-async def fan_out(items: Sequence[Awaitable[T]]) -> list[Outcome[T]]:
+async def fan_out(items: Sequence[Awaitable[T]], *, lead: bool = False) -> list[Outcome[T]]:
     """Run one record's per-item work (a question per span, entity or pair) concurrently and return
     a result or an error per item, in order. Concurrency is bounded by the backends, not here; a
-    failed item never cancels the others, and the stage decides what an item's error means."""
+    failed item never cancels the others, and the stage decides what an item's error means.
+
+    `lead=True` awaits the first item before starting the rest. Items that share a long prompt
+    prefix then find it in the server's prompt cache instead of each computing it in its own slot
+    at the same moment; it costs one round trip of latency per record, not throughput, while other
+    records keep the slots busy."""
 
     async def one(item: Awaitable[T]) -> Outcome[T]:
         try:
@@ -104,6 +109,9 @@ async def fan_out(items: Sequence[Awaitable[T]]) -> list[Outcome[T]]:
             text = str(exc) or type(exc).__name__
             return Outcome(error=text if isinstance(exc, MmieError) else f"{type(exc).__name__}: {text}", exception=exc)
 
+    if lead and len(items) > 1:
+        first = await one(items[0])
+        return [first, *await asyncio.gather(*(one(item) for item in items[1:]))]
     return list(await asyncio.gather(*(one(item) for item in items)))
 
 

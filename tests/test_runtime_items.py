@@ -115,6 +115,30 @@ def test_fan_out_collapses_duplicates_and_isolates_failures(tmp_path):
     assert all(o.ok for o in outcomes[:20])
 
 
+def test_fan_out_lead_finishes_the_first_item_before_starting_the_rest():
+    events: list[str] = []
+
+    async def item(name: str, fail: bool = False) -> str:
+        events.append(f"start {name}")
+        await asyncio.sleep(0.01)
+        events.append(f"end {name}")
+        if fail:
+            raise RuntimeError(f"{name} failed")
+        return name
+
+    async def go(lead: bool):
+        events.clear()
+        return await fan_out([item("a", fail=True), item("b"), item("c")], lead=lead)
+
+    outcomes = asyncio.run(go(lead=True))
+    assert events[:2] == ["start a", "end a"] and sorted(events[2:4]) == ["start b", "start c"]
+    # The lead's failure stays on its item; the others still run.
+    assert not outcomes[0].ok and "a failed" in outcomes[0].error
+    assert [o.value for o in outcomes[1:]] == ["b", "c"]
+    asyncio.run(go(lead=False))
+    assert events[:3] == ["start a", "start b", "start c"]
+
+
 def test_backend_survives_a_second_event_loop(tmp_path):
     c, _ = client(tmp_path, lambda r: "x", concurrency=2)
     for i in range(2):  # e.g. two bench cells, each its own asyncio.run

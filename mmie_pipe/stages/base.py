@@ -25,6 +25,14 @@ class StageParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class FanOutParams(StageParams):
+    """For stages that ask one record several questions sharing a prompt prefix."""
+
+    # Ask the first question alone, then the rest, so they reuse its prefix from the server's
+    # prompt cache (see `calls.fan_out`; measured in docs/benchmarks.md).
+    warm_prefix: bool = True
+
+
 @dataclass(frozen=True)
 class Role:
     """A model a stage uses, bound by name to one of the pipeline's backends (`llm`, `vlm`...).

@@ -26,7 +26,7 @@ from ..model_io import Message, ModelRequest, Sampling
 from ..prompts import render
 from ..records import Entity, Record, find_span
 from ..registry import stages
-from .base import Role, Stage
+from .base import FanOutParams, Role, Stage
 from .context import clip, image_words
 from .extract import normalise_type
 from .multiple_choice import (
@@ -132,7 +132,7 @@ def _example_types(example: Example, types: dict[str, str]) -> list[tuple[str, s
 # -- spans -------------------------------------------------------------------------------------
 
 
-class SpansParams(FewShotParams):
+class SpansParams(FewShotParams, FanOutParams):
     shots: int = Field(default=0, ge=0, le=32)  # MQA is zero-shot; examples optional
     types: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_TYPES), min_length=1)
     # per_type: one question per type (MQA's form); all: one question for all types.
@@ -209,7 +209,7 @@ class SpansStage(Stage):
     async def process(self, record: Record) -> None:
         examples = await self.shots.apick(record)
         asked = self.build_requests(record, examples)
-        outcomes = await fan_out([self.model.generate(request) for _, request in asked])
+        outcomes = await fan_out([self.model.generate(request) for _, request in asked], lead=self.params.warm_prefix)
         report_failed(record, self.qualified_name, "span", [o for o in outcomes if not o.ok], len(asked))
         mentions = [m for o in outcomes if o.ok for m in parse_mentions(o.value.text)]
         spans = locate_mentions(record.text, mentions, strip_sigils=self.params.strip_sigils)
@@ -298,7 +298,9 @@ class ChoiceStage(Stage):
         spans = record.spans or []
         examples = await self.shots.apick(record)
         asked = [(span, *self.build_request(record, span.text, examples)) for span in spans]
-        outcomes = await fan_out([self.model.choose(request, list(options.letters)) for _, request, options in asked])
+        outcomes = await fan_out(
+            [self.model.choose(request, list(options.letters)) for _, request, options in asked], lead=self.params.warm_prefix
+        )
         by = f"{self.qualified_name} {self.model.backend.identity().get('name', '?')}"
         entities, fallbacks, failed = [], 0, []
         for (span, _, options), outcome in zip(asked, outcomes):

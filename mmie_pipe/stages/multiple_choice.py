@@ -18,7 +18,7 @@ from ..calls import Outcome
 from ..errors import ParseError
 from ..model_io import Message, ModelRequest, ModelResponse, Sampling
 from ..records import Record, StageError
-from .base import Role, StageParams
+from .base import FanOutParams, Role
 
 LETTERINGS: dict[str, str] = {
     "upper": "ABCDEFGHIJKLMNOPQRST",
@@ -39,7 +39,7 @@ def choice_needs(mode: str) -> dict[str, frozenset[str]]:
     return {"llm": frozenset({"completion" if mode == "completion" else "chat", "choice_probs"})}
 
 
-class MultipleChoiceParams(StageParams):
+class MultipleChoiceParams(FanOutParams):
     lettering: Lettering = "upper"
     # Where the none-of-the-above option goes: MQA's published code puts it last for entities
     # and first for event triggers.

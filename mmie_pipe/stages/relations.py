@@ -182,7 +182,8 @@ class RelationsStage(Stage):
             elif (arg.start, arg.end) not in known and all((a.start, a.end) != (arg.start, arg.end) for a in ask):
                 ask.append(arg)
         questions = [self.type_question(record, arg.text) for arg in ask]
-        outcomes = await fan_out([self.model.choose(req, list(opts.letters)) for req, opts in questions])
+        # The relation questions come after these, when the record's prefix is already cached.
+        outcomes = await fan_out([self.model.choose(req, list(opts.letters)) for req, opts in questions], lead=self.params.warm_prefix)
         fallbacks, failed = 0, []
         for arg, (_, options), outcome in zip(ask, questions, outcomes):
             reading = read_outcome(outcome, options)
