@@ -8,6 +8,7 @@ output folder's guards `run_folder`'s; this module builds the stages and drives 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from pathlib import Path
@@ -196,8 +197,23 @@ class Runner:
         bar = Progress(progress, summary, limit)
         budget = ErrorBudget(self.config.runtime.max_consecutive_failures)
         self.out_of_order = False
+
+        def pending():
+            for seen, item in enumerate(read_input(input_path)):
+                if limit is not None and seen >= limit:
+                    return
+                if done.get(item.line) == item.input_tag:
+                    summary.skipped_done += 1
+                    continue
+                yield item
+
+        work = pending()
         try:
-            await self.start()  # inside the try: a backend that started is closed if another fails
+            first = next(work, None)
+            if first is None:  # a finished run resumed, or an empty input: no backend needs to start
+                self.build_stages()
+            else:
+                await self.start()  # inside the try: a backend that started is closed if another fails
             manifest.data["executor"] = self.executor_info()
             manifest.record_start(self.stages, self.all_backends(), self.context)
             with predictions.open("a", encoding="utf-8") as out:
@@ -212,16 +228,9 @@ class Runner:
                         out.flush()
                         raise StrictModeError(f"line {data.get('line')}: {data['errors'][0]['reason']}")
 
-                def pending():
-                    for seen, item in enumerate(read_input(input_path)):
-                        if limit is not None and seen >= limit:
-                            return
-                        if done.get(item.line) == item.input_tag:
-                            summary.skipped_done += 1
-                            continue
-                        yield item
-
-                finished = await self.process_stream(pending(), emit, flush=out.flush, budget=budget)
+                finished = first is None or await self.process_stream(
+                    itertools.chain([first], work), emit, flush=out.flush, budget=budget
+                )
                 if not finished:
                     summary.stopped = budget.message()
         finally:

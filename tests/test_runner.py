@@ -96,6 +96,23 @@ def test_resume_skips_finished_and_retries_failed(tmp_path):
     assert [o["line"] for o in out] == list(range(1, 31)) and not any(o.get("errors") for o in out)
 
 
+def test_a_finished_run_resumed_starts_no_backend(tmp_path):
+    write_input(tmp_path / "in.jsonl", 6)
+    runner, _ = make_runner(tmp_path)
+    asyncio.run(runner.run(tmp_path / "in.jsonl", tmp_path / "run"))
+    before = (tmp_path / "run" / "predictions.jsonl").read_bytes()
+
+    runner2, backend2 = make_runner(tmp_path)
+
+    async def refuse_to_start():  # starting would spawn a llama-server, load a GPU engine...
+        raise AssertionError("the backends were started with nothing left to do")
+
+    runner2.start = refuse_to_start
+    summary = asyncio.run(runner2.run(tmp_path / "in.jsonl", tmp_path / "run"))
+    assert summary.skipped_done == 6 and summary.records == 0 and not backend2.requests
+    assert (tmp_path / "run" / "predictions.jsonl").read_bytes() == before
+
+
 def test_interrupted_write_is_redone(tmp_path):
     write_input(tmp_path / "in.jsonl", 5)
     runner, _ = make_runner(tmp_path)
