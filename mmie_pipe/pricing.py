@@ -91,7 +91,9 @@ def bill(tokens_by_model: dict[str, dict[str, Any]], table: PriceTable, *, inclu
         completion += c
         model_cost = table.cost(model, p, c)
         if model_cost is None:
-            if p or c:
+            # A model without a price stays unpriced on a re-run answered from cache, so that run
+            # does not claim to have cost nothing.
+            if p or c or counts.get("cached_prompt", 0) or counts.get("cached_completion", 0):
                 unpriced.append(model)
         else:
             cost += model_cost

@@ -129,6 +129,10 @@ def test_price_table_and_bill(tmp_path):
     assert bill(tokens, table, include_cached=True).cost == pytest.approx(0.30 + 1.20)
     unpriced = bill({"local.gguf": {"prompt": 10, "completion": 5}}, table)
     assert unpriced.cost is None and unpriced.unpriced == ["local.gguf"]
+    # A re-run answered from cache spends nothing but is still unpriced, not "$0".
+    rerun = bill({"local.gguf": {"prompt": 0, "completion": 0, "cached_prompt": 10, "cached_completion": 5}}, table)
+    assert rerun.cost is None and rerun.unpriced == ["local.gguf"]
+    assert bill({"gpt-4o-mini": {"prompt": 0, "completion": 0, "cached_prompt": 10}}, table).cost == 0.0
     (tmp_path / "p.yaml").write_text("per_million_tokens: {m: {input: -1, output: 2}}")
     with pytest.raises(ConfigError, match="per_million_tokens.m.input"):
         load_prices(tmp_path / "p.yaml")
