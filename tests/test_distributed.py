@@ -157,3 +157,37 @@ def test_each_actor_gets_its_own_share_of_the_replicas_and_keeps_it_after_a_rest
     assert [assign_endpoints(config, i, 8)["backends"]["llm"]["base_urls"] for i in (0, 5)] == [["u0"], ["u1"]]
     ledger = ReplicaLedger()
     assert [ledger.claim("a"), ledger.claim("b"), ledger.claim("a")] == [0, 1, 0]  # a restarted actor keeps its number
+
+
+def test_each_cpu_actor_starts_and_stops_its_own_llama_server(ray_cluster, tmp_path):
+    """The CPU replica path: `llama_server` with no base URL, so every actor spawns its own server
+    with the embedded model; each serves only its actor and goes away with it."""
+    from mmie_pipe.adapters.llama_server import find_server_binary, resolve_model_file
+    from mmie_pipe.errors import MmieError
+
+    try:
+        find_server_binary()
+        resolve_model_file("embedded:smollm2")
+    except MmieError as exc:
+        pytest.skip(f"llama-server or the embedded model is missing: {exc}")
+    spec = {
+        "name": "embedded-replicas",
+        "backends": {"llm": {"kind": "llama_server", "model": "embedded:smollm2", "parallel": 2, "threads": 1}},
+        "stages": [{"stage": "extract.v1", "backend": "llm", "params": {"shots": 2, "selection": "first", "max_tokens": 24}}],
+        "runtime": {"batch_size": 2, "cache_path": str(tmp_path / "c.sqlite"), "ray": {"cpus_per_replica": 0.5, "replicas": 2}},
+    }
+    pipe = tmp_path / "p.yaml"
+    pipe.write_text(json.dumps(spec))
+    data = write_input(tmp_path / "in.jsonl", 8, bad_line_at=3)
+    executor = RayExecutor(config_of(pipe, executor="ray"))
+    summary = asyncio.run(executor.run(data, tmp_path / "ray"))
+    assert summary.records == 9 and summary.errors == 1 and summary.ok == 8
+    rows = read_predictions(tmp_path / "ray")
+    assert [r["line"] for r in rows] == list(range(1, 10))
+    assert all(isinstance(r.get("entities"), list) for i, r in enumerate(rows) if i != 3)
+    servers = [w["backends"]["llm"]["server"] for w in executor.executor_info()["workers"]]
+    assert len(servers) == 2 and len({s["port"] for s in servers}) == 2 and len({s["pid"] for s in servers}) == 2
+    deadline = time.time() + 30  # the pool's actors exit after the run; their servers go with them
+    while time.time() < deadline and any(psutil.pid_exists(s["pid"]) and psutil.Process(s["pid"]).status() != "zombie" for s in servers):
+        time.sleep(0.2)
+    assert not any(psutil.pid_exists(s["pid"]) and psutil.Process(s["pid"]).status() != "zombie" for s in servers)

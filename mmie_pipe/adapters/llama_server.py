@@ -212,7 +212,10 @@ class LlamaServerBackend(OpenAIBackend):
         return self.server.base_url if self.server else None
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "file": str(self.model_file), "parallel": self.config.parallel}
+        described = {**super().describe(), "file": str(self.model_file), "parallel": self.config.parallel}
+        if self.server is not None and self.server.proc is not None:  # a server this run started
+            described["server"] = {"port": self.server.port, "pid": self.server.proc.pid}
+        return described
 
     async def start(self) -> None:
         if self.config.base_url or self.server:
