@@ -2,16 +2,21 @@
 
 The paper's checkpoints are OFA-large fine-tuned on SNLI-VE (`damo/ofa_visual-entailment_snli-ve_large_en`)
 and on RefCOCO (`damo/ofa_visual-grounding_refcoco_large_en`). Weights come from a local
-ModelScope-format directory (`configuration.json`, `pytorch_model.bin`, vocab files); nothing is
-downloaded. One backend serves one task; declare two for entailment and grounding.
+ModelScope-format directory (`configuration.json`, `config.json`, `pytorch_model.bin`,
+`vocab.json` + `merges.txt`); nothing is downloaded (a missing folder is refused: ModelScope would
+take the path for a hub id). One backend serves one task; declare two for entailment and grounding.
 
-ModelScope 1.40's OFA code needs three things to import with today's libraries (measured):
-- it imports fairseq at module load for its speech model only: a stub package stands in when
-  fairseq is absent (using the speech model would fail loudly);
+ModelScope 1.40's OFA code needs these to run with today's libraries (measured with transformers 5
+and torch 2.14 in tests/test_ofa.py):
+- it imports fairseq (the speech model) and its OFA preprocessor package imports torchaudio,
+  librosa and soundfile (the speech preprocessor) at module load: stub packages stand in for those
+  that are absent (calling into one fails loudly). Stub modules carry a spec, because transformers
+  probes for torchaudio with importlib.util.find_spec;
 - transformers 5 moved `BasicTokenizer`/`WordpieceTokenizer` to `tokenization_bert_legacy` and
-  dropped `tokenization_bart_fast`: both old names are pointed at their new homes;
-- its OFA preprocessors import torchvision (used: image transforms) and torchaudio (speech only:
-  stubbed when absent). torchvision must be the build that matches the installed torch.
+  dropped `tokenization_bart_fast`: both old names are pointed at their new homes; its configs no
+  longer define `forced_bos_token_id`, which `OFAConfig.__init__` reads: it defaults to None;
+- its OFA preprocessors import torchvision (image transforms: the build that matches the installed
+  torch) and, through the package, timm, cv2, decord and a few small libraries: the `ofa` extra.
 
 What the pipelines return: entailment gives only the top label (yes / no / maybe) and its
 probability, with the hypothesis as `text` and the premise as `text2`; grounding gives one box and
@@ -22,8 +27,10 @@ so calls are one image at a time (under the tool's lock).
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import sys
 import types
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import ConfigError, MissingDependency
@@ -34,19 +41,28 @@ from .tools import LocalTool, ToolConfig
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-# What ModelScope's OFA modules import from fairseq (all for the MMSpeech model).
-_FAIRSEQ_NAMES = {
-    "fairseq.data.data_utils": ("compute_mask_indices",),
-    "fairseq.models.wav2vec.wav2vec2": ("TransformerSentenceEncoderLayer",),
-    "fairseq.modules": ("LayerNorm", "SamePad", "TransposeLast"),
-    "fairseq.modules.transformer_sentence_encoder": ("init_bert_params",),
-    "fairseq.utils": ("index_put",),
+# What ModelScope's OFA modules import at load time for speech only (the MMSpeech model and the
+# ASR preprocessor, which its OFA preprocessor package imports with all the others). Each package
+# is stubbed only when it is not installed; the image tasks never call into them.
+_SPEECH_STUBS: dict[str, dict[str, tuple[str, ...]]] = {
+    "fairseq": {
+        "fairseq.data.audio.feature_transforms": ("CompositeAudioFeatureTransform",),
+        "fairseq.data.audio.speech_to_text_dataset": ("S2TDataConfig",),
+        "fairseq.data.data_utils": ("compute_mask_indices",),
+        "fairseq.models.wav2vec.wav2vec2": ("TransformerSentenceEncoderLayer",),
+        "fairseq.modules": ("LayerNorm", "SamePad", "TransposeLast"),
+        "fairseq.modules.transformer_sentence_encoder": ("init_bert_params",),
+        "fairseq.utils": ("index_put",),
+    },
+    "torchaudio": {"torchaudio.compliance.kaldi": ("fbank",)},
+    "librosa": {"librosa": ("load",)},
+    "soundfile": {"soundfile": ("read",)},
 }
 
 
-def _unavailable(name: str) -> type:
+def _unavailable(package: str, name: str) -> type:
     def fail(*_args: Any, **_kwargs: Any) -> None:
-        raise MissingDependency("fairseq", "ofa", f"{name} (OFA's speech model)")
+        raise MissingDependency(package, "ofa", f"{name} (OFA's speech tasks)")
 
     return type(name, (), {"__init__": fail, "__call__": fail})
 
@@ -60,13 +76,15 @@ def _stub_package(root: str, names: dict[str, tuple[str, ...]]) -> None:
             if module is None:
                 module = types.ModuleType(module_name)
                 module.__path__ = []  # a package, so submodules resolve
+                # A spec, or importlib.util.find_spec (transformers probes torchaudio) raises ValueError.
+                module.__spec__ = importlib.machinery.ModuleSpec(module_name, None, is_package=True)
                 module.__mmie_stub__ = True
                 sys.modules[module_name] = module
                 if i > 1:
                     setattr(sys.modules[".".join(parts[: i - 1])], parts[i - 1], module)
         for attr in attrs:
             if not hasattr(sys.modules[dotted], attr):
-                setattr(sys.modules[dotted], attr, _unavailable(attr))
+                setattr(sys.modules[dotted], attr, _unavailable(root, attr))
 
 
 def _importable(name: str) -> bool:
@@ -80,12 +98,10 @@ def _importable(name: str) -> bool:
 def install_import_shims() -> list[str]:
     """Make ModelScope's OFA importable; returns what was shimmed (recorded in the manifest)."""
     done = []
-    if not _importable("fairseq"):
-        _stub_package("fairseq", _FAIRSEQ_NAMES)
-        done.append("fairseq stub")
-    if not _importable("torchaudio"):
-        _stub_package("torchaudio", {"torchaudio.compliance.kaldi": ("fbank",)})
-        done.append("torchaudio stub")
+    for package, names in _SPEECH_STUBS.items():
+        if not _importable(package):
+            _stub_package(package, names)
+            done.append(f"{package} stub")
     bert = importlib.import_module("transformers.models.bert.tokenization_bert")
     if not hasattr(bert, "BasicTokenizer"):
         legacy = importlib.import_module("transformers.models.bert.tokenization_bert_legacy")
@@ -98,6 +114,13 @@ def install_import_shims() -> list[str]:
         fast.BartTokenizerFast = getattr(transformers, "BartTokenizerFast", None) or transformers.BartTokenizer
         sys.modules[fast.__name__] = fast
         done.append("transformers tokenization_bart_fast")
+    from modelscope.models.multi_modal.ofa.configuration_ofa import OFAConfig
+    from transformers import PretrainedConfig
+
+    if not hasattr(PretrainedConfig(), "forced_bos_token_id"):
+        # OFAConfig.__init__ reads it after super().__init__; transformers 5 configs no longer set it.
+        OFAConfig.forced_bos_token_id = None
+        done.append("OFAConfig.forced_bos_token_id")
     return done
 
 
@@ -133,13 +156,16 @@ class OfaTool(LocalTool):
     def load(self) -> None:
         if self.pipe is not None:
             return
+        if not Path(self.config.model).is_dir():
+            # ModelScope would take any other string for a hub id and try to download it.
+            raise ConfigError(f"ofa: model folder not found: {self.config.model} (a local ModelScope-format folder)")
         try:
             import torch  # noqa: F401
             import transformers  # noqa: F401
         except ImportError as exc:
             raise MissingDependency("transformers", "ofa", "OFA through ModelScope") from exc
-        self.shims = install_import_shims()
         try:
+            self.shims = install_import_shims()  # imports ModelScope's OFA config
             from modelscope.pipelines import pipeline
             from modelscope.utils.constant import Tasks
         except ImportError as exc:
@@ -165,9 +191,10 @@ class OfaTool(LocalTool):
             out = self.pipe(query)
         label, prob = _first(out.get("labels")), float(_first(out.get("scores")))
         label = str(label).strip().lower()
-        # Only the top label's probability is reported: P(yes) is exact when yes wins, and at
-        # most 1 - prob otherwise (no and maybe share the rest).
-        return {"label": label, "prob": prob, "yes_prob": prob if label == "yes" else max(0.0, 1.0 - prob)}
+        # Only the top label's probability is reported: P(yes) is exact when yes wins; otherwise it
+        # is at most the rest (1 - prob) and at most the winner's prob, so a "no" never reads as
+        # more likely yes than not.
+        return {"label": label, "prob": prob, "yes_prob": prob if label == "yes" else max(0.0, min(prob, 1.0 - prob))}
 
     def ground(self, image: "Image", text: str) -> dict[str, Any]:
         """{"box": [x0, y0, x1, y1] in pixels, clipped, or None; "score": OFA's constant score}."""
