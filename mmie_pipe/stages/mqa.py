@@ -297,13 +297,16 @@ class ChoiceStage(Stage):
     async def process(self, record: Record) -> None:
         spans = record.spans or []
         examples = await self.shots.apick(record)
-        asked = [(span, *self.build_request(record, span.text, examples)) for span in spans]
-        outcomes = await fan_out(
-            [self.model.choose(request, list(options.letters)) for _, request, options in asked], lead=self.params.warm_prefix
-        )
+        # One question per distinct mention: a repeated mention's question is the same request.
+        questions = {text: self.build_request(record, text, examples) for text in dict.fromkeys(s.text for s in spans)}
+        answers = dict(zip(questions, await fan_out(
+            [self.model.choose(request, list(options.letters)) for request, options in questions.values()],
+            lead=self.params.warm_prefix,
+        )))
         by = f"{self.qualified_name} {self.model.backend.identity().get('name', '?')}"
         entities, fallbacks, failed = [], 0, []
-        for (span, _, options), outcome in zip(asked, outcomes):
+        for span in spans:
+            options, outcome = questions[span.text][1], answers[span.text]
             reading = read_outcome(outcome, options)
             if reading is None:
                 failed.append(outcome)
@@ -319,7 +322,7 @@ class ChoiceStage(Stage):
                     provenance={**span.provenance, "type": by, "type_probs": by, "none_prob": by},
                 )
             )
-        report_failed(record, self.qualified_name, "span", failed, len(asked))
+        report_failed(record, self.qualified_name, "span", failed, len(spans))
         if fallbacks and self.context.stats is not None:
             self.context.stats.count(FALLBACK_COUNTER, fallbacks)
         record.entities = entities

@@ -181,18 +181,22 @@ class RelationsStage(Stage):
                 known[(arg.start, arg.end)] = {kind: 1.0}
             elif (arg.start, arg.end) not in known and all((a.start, a.end) != (arg.start, arg.end) for a in ask):
                 ask.append(arg)
-        questions = [self.type_question(record, arg.text) for arg in ask]
-        # The relation questions come after these, when the record's prefix is already cached.
-        outcomes = await fan_out([self.model.choose(req, list(opts.letters)) for req, opts in questions], lead=self.params.warm_prefix)
-        fallbacks, failed = 0, []
-        for arg, (_, options), outcome in zip(ask, questions, outcomes):
+        # One question per distinct argument text (the question reads nothing else). The relation
+        # questions come after these, when the record's prefix is already cached.
+        questions = {text: self.type_question(record, text) for text in dict.fromkeys(arg.text for arg in ask)}
+        outcomes = await fan_out([self.model.choose(req, list(opts.letters)) for req, opts in questions.values()],
+                                 lead=self.params.warm_prefix)
+        fallbacks, failed, by_text = 0, [], {}
+        for text, (_, options), outcome in zip(questions, questions.values(), outcomes):
             reading = read_outcome(outcome, options)
             if reading is None:
                 failed.append(outcome)
             else:
                 fallbacks += not reading.usable
-            known[(arg.start, arg.end)] = reading.probs if reading is not None and reading.usable else None
-        report_failed(record, self.qualified_name, "argument type", failed, len(ask))
+            by_text[text] = reading.probs if reading is not None and reading.usable else None
+        for arg in ask:
+            known[(arg.start, arg.end)] = by_text[arg.text]
+        report_failed(record, self.qualified_name, "argument type", failed, len(questions))
         return known, fallbacks
 
     async def process(self, record: Record) -> None:
