@@ -81,6 +81,7 @@ def main() -> None:
     from gguf_to_hf import convert
 
     convert(BASE)
+    RUNS.mkdir(parents=True, exist_ok=True)
     result: dict = {"command": "python benchmarks/bench_lora_reranker.py " + " ".join(
         f"--{k.replace('_', '-')} {' '.join(v) if isinstance(v, list) else v}" for k, v in vars(args).items()
         if v not in (None, False)), "base_model": "SmolLM2-135M-Instruct (embedded Q4_1 GGUF, dequantised)"}

