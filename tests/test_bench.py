@@ -304,3 +304,9 @@ def test_run_reports_tokens_and_cost_per_model(tmp_path, capsys):
     (tmp_path / "p.yaml").write_text("per_million_tokens: {gpt-4o-mini: {input: 100000, output: 1000000}}")
     assert cost_line(first, str(tmp_path / "p.yaml")).endswith("estimated cost $9.0000")
     assert "no price for local.gguf" in cost_line({"local.gguf": {"prompt": 1, "completion": 1}}, None)
+    # Answered from cache: still unpriced for a local model, $0 for a priced one.
+    assert "no price for local.gguf" in cost_line({"local.gguf": {"prompt": 0, "completion": 0, "cached_prompt": 5}}, None)
+    assert cost_line(second, None).endswith("estimated cost $0.0000")
+    # A resumed run with nothing left asks no model: no cost to claim.
+    third = run("b")
+    assert third == {} and cost_line(third, None).endswith("estimated cost none (no model was asked anything in this run)")

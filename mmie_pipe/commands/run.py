@@ -66,6 +66,8 @@ def cost_line(tokens_by_model: dict, prices: str | None) -> str:
         return f"  cost: n/a ({exc})"
     spent = bill(tokens_by_model, table)
     line = f"  tokens: {spent.prompt_tokens} in, {spent.completion_tokens} out; estimated cost "
+    if not any(any(counts.values()) for counts in tokens_by_model.values()):
+        return line + "none (no model was asked anything in this run)"
     if spent.cost is None:
         return line + f"n/a (no price for {', '.join(spent.unpriced)}; see --prices)"
     return line + format_cost(spent.cost, table.currency)
