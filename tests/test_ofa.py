@@ -21,12 +21,10 @@ pytest.importorskip("modelscope", reason="modelscope is not installed: see scrip
 from PIL import Image, ImageDraw  # noqa: E402
 
 from mmie_pipe.adapters.ofa import OfaConfig, OfaTool, install_import_shims  # noqa: E402
-from mmie_pipe.cache import GenerationCache  # noqa: E402
-from mmie_pipe.calls import CallStats, ModelClient  # noqa: E402
 from mmie_pipe.files import dir_sha256  # noqa: E402
 from mmie_pipe.records import Entity, Record  # noqa: E402
-from mmie_pipe.stages.base import StageContext  # noqa: E402
 from mmie_pipe.stages.riveg import EntailEntities, GroundEntities  # noqa: E402
+from stage_bench import Bench  # noqa: E402
 
 ANSWERS = {"yes": 0, "no": 1, "maybe": 2}  # SNLI-VE's entailment / contradiction / neutral
 PATCH = 64  # the tiny model's input size (OFA-large: 480 / 512)
@@ -264,28 +262,6 @@ def test_clear_errors(tools, tmp_path):
 
 
 # -- the RiVEG stages on OFA ----------------------------------------------------------------------
-
-
-class Bench:
-    """Stages bound to backends the way the runner binds them, sharing one cache and counters."""
-
-    def __init__(self, tmp_path: Path):
-        self.cache = GenerationCache(tmp_path / "cache.sqlite")
-        self.stats = CallStats()
-        self.context = StageContext(run_dir=tmp_path, cache=self.cache, stats=self.stats)
-
-    def stage(self, cls, params: dict, backend):
-        client = ModelClient(backend, self.cache, stage=cls.name, stage_version=cls.version, stats=self.stats)
-        return cls(cls.Params.model_validate(params), client, self.context)
-
-    def process(self, record: Record, *stages) -> Record:
-        async def go():
-            for stage in stages:
-                await stage.setup()
-                await stage.process(record)
-            return record
-
-        return run(go())
 
 
 def test_entail_and_ground_stages_on_ofa(tools, photos, tmp_path):

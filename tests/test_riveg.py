@@ -14,13 +14,12 @@ import pytest
 from mmie_pipe import registry
 from mmie_pipe.adapters.fake import FakeBackend, FakeConfig
 from mmie_pipe.cache import GenerationCache
-from mmie_pipe.calls import CallStats, ModelClient
 from mmie_pipe.pipeline import load_pipeline, validate_pipeline
 from mmie_pipe.records import Box, Entity, Record
 from mmie_pipe.runner import Runner
-from mmie_pipe.stages.base import StageContext
 from mmie_pipe.stages.riveg import EntailEntities, ExpandEntities, GroundEntities
 from mmie_pipe.vision.coords import qwen_resized, to_pixels
+from stage_bench import Bench
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,28 +31,6 @@ def run(coro):
 def entity(post: str, surface: str, etype: str, **extra) -> Entity:
     start = post.index(surface)
     return Entity(text=surface, start=start, end=start + len(surface), type=etype, **extra)
-
-
-class Bench:
-    """Stages bound to backends the way the runner binds them, sharing one cache and counters."""
-
-    def __init__(self, tmp_path: Path):
-        self.cache = GenerationCache(tmp_path / "cache.sqlite")
-        self.stats = CallStats()
-        self.context = StageContext(run_dir=tmp_path, cache=self.cache, stats=self.stats)
-
-    def stage(self, cls, params: dict, backend):
-        client = ModelClient(backend, self.cache, stage=cls.name, stage_version=cls.version, stats=self.stats)
-        return cls(cls.Params.model_validate(params), client, self.context)
-
-    def process(self, record: Record, *stages) -> Record:
-        async def go():
-            for stage in stages:
-                await stage.setup()
-                await stage.process(record)
-            return record
-
-        return run(go())
 
 
 @pytest.fixture
