@@ -187,7 +187,14 @@ def test_each_cpu_actor_starts_and_stops_its_own_llama_server(ray_cluster, tmp_p
     assert all(isinstance(r.get("entities"), list) for i, r in enumerate(rows) if i != 3)
     servers = [w["backends"]["llm"]["server"] for w in executor.executor_info()["workers"]]
     assert len(servers) == 2 and len({s["port"] for s in servers}) == 2 and len({s["pid"] for s in servers}) == 2
+
+    def running(pid: int) -> bool:
+        try:
+            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
     deadline = time.time() + 30  # the pool's actors exit after the run; their servers go with them
-    while time.time() < deadline and any(psutil.pid_exists(s["pid"]) and psutil.Process(s["pid"]).status() != "zombie" for s in servers):
+    while time.time() < deadline and any(running(s["pid"]) for s in servers):
         time.sleep(0.2)
-    assert not any(psutil.pid_exists(s["pid"]) and psutil.Process(s["pid"]).status() != "zombie" for s in servers)
+    assert not any(running(s["pid"]) for s in servers)

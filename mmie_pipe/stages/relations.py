@@ -179,15 +179,15 @@ class RelationsStage(Stage):
             kind = TYPE_ALIASES.get((arg.type or "").upper(), (arg.type or "").lower())
             if self.params.argument_types == "given" and kind in self.table.types:
                 known[(arg.start, arg.end)] = {kind: 1.0}
-            elif (arg.start, arg.end) not in known and all((a.start, a.end) != (arg.start, arg.end) for a in ask):
-                ask.append(arg)
+            elif (arg.start, arg.end) not in known:
+                ask.append(arg)  # a span asked twice costs nothing: questions are per distinct text
         # One question per distinct argument text (the question reads nothing else). The relation
         # questions come after these, when the record's prefix is already cached.
         questions = {text: self.type_question(record, text) for text in dict.fromkeys(arg.text for arg in ask)}
         outcomes = await fan_out([self.model.choose(req, list(opts.letters)) for req, opts in questions.values()],
                                  lead=self.params.warm_prefix)
         fallbacks, failed, by_text = 0, [], {}
-        for text, (_, options), outcome in zip(questions, questions.values(), outcomes):
+        for (text, (_, options)), outcome in zip(questions.items(), outcomes):
             reading = read_outcome(outcome, options)
             if reading is None:
                 failed.append(outcome)
